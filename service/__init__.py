@@ -1,0 +1,1 @@
+"""Backprop's HTTP service: API, storage and the glue to the workers."""

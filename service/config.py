@@ -1,0 +1,64 @@
+"""One settings object for the whole service, read from ``BACKPROP_*`` environment variables.
+
+With no configuration at all the service runs embedded: SQLite for state and Celery's SQLAlchemy
+transport (another SQLite file) as the broker, both under ``BACKPROP_DATA_DIR``.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BACKPROP_", extra="ignore")
+
+    data_dir: Path = Path(".backprop")
+    # Empty means "embedded default under data_dir"; see the resolved_* properties.
+    database_url: str = ""
+    broker_url: str = ""
+    queue_name: str = "training"
+
+    # Reliability
+    heartbeat_timeout_s: float = 30.0
+    heartbeat_interval_s: float = 2.0
+    reconcile_interval_s: float = 5.0
+    max_attempts: int = 3
+    task_soft_time_limit_s: int = 6 * 3600
+    task_hard_time_limit_s: int = 6 * 3600 + 300
+
+    # Limits (413 for bodies, 422 for specs)
+    max_upload_bytes: int = 200 * 1024 * 1024
+    max_rows: int = 1_000_000
+    max_features: int = 100_000
+    max_params: int = 50_000_000
+    max_epochs: int = 10_000
+    max_predict_rows: int = 10_000
+
+    # Serving
+    model_cache_bytes: int = 512 * 1024 * 1024
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'backprop.db').resolve()}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        if self.broker_url:
+            return self.broker_url
+        return f"sqla+sqlite:///{(self.data_dir / 'broker.db').resolve()}"
+
+    @property
+    def embedded(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    settings = Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return settings

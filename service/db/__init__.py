@@ -1,0 +1,1 @@
+"""The data layer: SQLAlchemy 2 typed models and session handling."""
