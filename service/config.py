@@ -20,11 +20,15 @@ class Settings(BaseSettings):
     database_url: str = ""
     broker_url: str = ""
     queue_name: str = "training"
+    # Apply the Alembic migrations when the API starts (the compose file's migrate service does it instead).
+    auto_migrate: bool = True
 
     # Reliability
     heartbeat_timeout_s: float = 30.0
     heartbeat_interval_s: float = 2.0
     reconcile_interval_s: float = 5.0
+    # A queued job whose broker message is older than this and no longer in the queue is re-sent.
+    queued_resend_s: float = 30.0
     max_attempts: int = 3
     task_soft_time_limit_s: int = 6 * 3600
     task_hard_time_limit_s: int = 6 * 3600 + 300

@@ -20,7 +20,7 @@ from sqlalchemy import (
     String,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
 def new_id() -> str:
@@ -71,7 +71,7 @@ class Dataset(Base):
     classes: Mapped[list[Any] | None] = mapped_column(JSON)
     size_bytes: Mapped[int] = mapped_column(Integer)
     # npz archive (no object arrays): "X" float32 (n, features...), "y" (targets as the engine expects them)
-    data: Mapped[bytes] = deferred(mapped_column(LargeBinary))
+    data: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 
 
@@ -106,7 +106,7 @@ class ModelVersion(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
     size_bytes: Mapped[int] = mapped_column(Integer)
     # engine Model.to_bytes(): serving weights, standardization, spec
-    data: Mapped[bytes] = deferred(mapped_column(LargeBinary))
+    data: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -151,5 +151,5 @@ class Checkpoint(Base):
     is_best: Mapped[bool] = mapped_column(Boolean, default=False)
     size_bytes: Mapped[int] = mapped_column(Integer)
     # engine checkpoint bytes (npz + JSON header): weights, optimizer state, RNG state, history
-    data: Mapped[bytes] = deferred(mapped_column(LargeBinary))
+    data: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,0 +1,215 @@
+"""Losses with Keras's clipping and ``sum_over_batch_size`` reduction (the mean over the N samples).
+
+Each loss has ``per_sample(p, y) -> (N,)`` and ``value_and_grad(p, y, grad, fused) -> float``, which
+writes dL/dp (or dL/dz for a fused softmax/sigmoid output) into ``grad`` and returns the mean loss.
+Targets are prepared once per fit by ``prepare_targets``: integer labels of shape (N,) for the sparse
+crossentropy, a float matrix (N, K) of the model's dtype for every other loss; a target vector (N,)
+against one output unit becomes (N, 1), never broadcast to (N, N).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+EPSILON = 1e-7     # keras.backend.epsilon()
+NAMES = ("categorical_crossentropy", "sparse_categorical_crossentropy", "binary_crossentropy",
+         "mean_squared_error", "mean_absolute_error", "mean_squared_logarithmic_error", "huber")
+ALIASES = {"mse": "mean_squared_error", "mae": "mean_absolute_error",
+           "msle": "mean_squared_logarithmic_error", "huber_loss": "huber"}
+# name -> default parameters
+PARAMS = {"categorical_crossentropy": {"label_smoothing": 0.0},
+          "binary_crossentropy": {"label_smoothing": 0.0},
+          "huber": {"delta": 1.0}}
+
+
+class Loss:
+    name = ""
+    fused_activation: str | None = None      # output activation whose gradient can be fused
+    classification = False
+
+    def __init__(self, **params):
+        self.params = params
+
+    def prepare_targets(self, y, dtype) -> np.ndarray:
+        y = np.asarray(y)
+        if y.ndim == 1:
+            y = y[:, None]
+        return np.ascontiguousarray(y.reshape(y.shape[0], -1), dtype=dtype)
+
+    def value(self, p, y) -> float:
+        return float(np.mean(self.per_sample(p, y), dtype=np.float64)) if len(p) else 0.0
+
+
+class CategoricalCrossentropy(Loss):
+    name = "categorical_crossentropy"
+    fused_activation = "softmax"
+    classification = True
+
+    def _targets(self, y, k):
+        ls = self.params.get("label_smoothing", 0.0)
+        return y * (1.0 - ls) + ls / k if ls else y
+
+    def per_sample(self, p, y):
+        y = self._targets(y, p.shape[-1])
+        q = p / p.sum(axis=-1, keepdims=True)
+        np.clip(q, EPSILON, 1.0 - EPSILON, out=q)
+        return -(y * np.log(q)).sum(axis=-1)
+
+    def value_and_grad(self, p, y, grad, fused):
+        n = p.shape[0]
+        y = self._targets(y, p.shape[-1])
+        s = p.sum(axis=-1, keepdims=True)
+        q = p / s
+        live = (q > EPSILON) & (q < 1.0 - EPSILON)      # where the clip is not active
+        qc = np.clip(q, EPSILON, 1.0 - EPSILON)
+        loss = -float(np.sum(y * np.log(qc), dtype=np.float64)) / n
+        ym = y * live
+        c = ym.sum(axis=-1, keepdims=True)
+        if fused:   # softmax output: dL/dz = c·p - y⊙live (= p - y where no clip is active)
+            np.multiply(p, c, out=grad)
+            grad -= ym
+        else:       # through the normalisation p/Σp and the clip
+            np.divide(ym, qc, out=grad)
+            np.subtract(c, grad, out=grad)
+            grad /= s
+        grad *= 1.0 / n
+        return loss
+
+
+class SparseCategoricalCrossentropy(Loss):
+    name = "sparse_categorical_crossentropy"
+    fused_activation = "softmax"
+    classification = True
+
+    def prepare_targets(self, y, dtype):
+        y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        return np.ascontiguousarray(y, dtype=np.intp)
+
+    def per_sample(self, p, y):
+        q = p[np.arange(len(p)), y] / p.sum(axis=-1)
+        return -np.log(np.clip(q, EPSILON, 1.0 - EPSILON))
+
+    def value_and_grad(self, p, y, grad, fused):
+        n = p.shape[0]
+        rows = np.arange(n)
+        s = p.sum(axis=-1)
+        q = p[rows, y] / s
+        live = ((q > EPSILON) & (q < 1.0 - EPSILON)).astype(p.dtype)
+        loss = -float(np.sum(np.log(np.clip(q, EPSILON, 1.0 - EPSILON)), dtype=np.float64)) / n
+        if fused:   # dL/dz = live·(p - onehot)
+            np.multiply(p, live[:, None], out=grad)
+            grad[rows, y] -= live
+        else:       # dL/dp_j = live·(1 - [j = y]/q)/Σp
+            grad[...] = (live / s)[:, None]
+            grad[rows, y] -= live / (q * s)
+        grad *= 1.0 / n
+        return loss
+
+
+class BinaryCrossentropy(Loss):
+    name = "binary_crossentropy"
+    fused_activation = "sigmoid"
+    classification = True
+
+    def _targets(self, y):
+        ls = self.params.get("label_smoothing", 0.0)
+        return y * (1.0 - ls) + 0.5 * ls if ls else y
+
+    def per_sample(self, p, y):
+        y = self._targets(y)
+        pc = np.clip(p, EPSILON, 1.0 - EPSILON)
+        return -(y * np.log(pc) + (1.0 - y) * np.log(1.0 - pc)).mean(axis=-1)
+
+    def value_and_grad(self, p, y, grad, fused):
+        n, k = p.shape
+        y = self._targets(y)
+        live = (p > EPSILON) & (p < 1.0 - EPSILON)
+        pc = np.clip(p, EPSILON, 1.0 - EPSILON)
+        loss = -float(np.sum(y * np.log(pc) + (1.0 - y) * np.log(1.0 - pc), dtype=np.float64)) / (n * k)
+        if fused:   # through a sigmoid: (p - y)/K where no clip is active
+            np.subtract(p, y, out=grad)
+        else:
+            np.subtract(pc, y, out=grad)
+            grad /= pc * (1.0 - pc)
+        grad *= live
+        grad *= 1.0 / (n * k)
+        return loss
+
+
+class MeanSquaredError(Loss):
+    name = "mean_squared_error"
+
+    def per_sample(self, p, y):
+        return ((p - y) ** 2).mean(axis=-1)
+
+    def value_and_grad(self, p, y, grad, fused):
+        n, k = p.shape
+        np.subtract(p, y, out=grad)
+        loss = float(np.vdot(grad, grad)) / (n * k)
+        grad *= 2.0 / (n * k)
+        return loss
+
+
+class MeanAbsoluteError(Loss):
+    name = "mean_absolute_error"
+
+    def per_sample(self, p, y):
+        return np.abs(p - y).mean(axis=-1)
+
+    def value_and_grad(self, p, y, grad, fused):
+        n, k = p.shape
+        np.subtract(p, y, out=grad)
+        loss = float(np.sum(np.abs(grad), dtype=np.float64)) / (n * k)
+        np.sign(grad, out=grad)
+        grad *= 1.0 / (n * k)
+        return loss
+
+
+class MeanSquaredLogarithmicError(Loss):
+    name = "mean_squared_logarithmic_error"
+
+    def per_sample(self, p, y):
+        d = np.log1p(np.maximum(p, EPSILON)) - np.log1p(np.maximum(y, EPSILON))
+        return (d * d).mean(axis=-1)
+
+    def value_and_grad(self, p, y, grad, fused):
+        n, k = p.shape
+        pm = np.maximum(p, EPSILON)
+        d = np.log1p(pm) - np.log1p(np.maximum(y, EPSILON))
+        loss = float(np.vdot(d, d)) / (n * k)
+        np.multiply(d, (p > EPSILON) / (pm + 1.0), out=grad)
+        grad *= 2.0 / (n * k)
+        return loss
+
+
+class Huber(Loss):
+    name = "huber"
+
+    def per_sample(self, p, y):
+        delta = self.params.get("delta", 1.0)
+        e = np.abs(p - y)
+        return np.where(e <= delta, 0.5 * e * e, delta * e - 0.5 * delta * delta).mean(axis=-1)
+
+    def value_and_grad(self, p, y, grad, fused):
+        n, k = p.shape
+        delta = self.params.get("delta", 1.0)
+        np.subtract(p, y, out=grad)
+        e = np.abs(grad)
+        loss = float(np.sum(np.where(e <= delta, 0.5 * e * e, delta * e - 0.5 * delta * delta),
+                            dtype=np.float64)) / (n * k)
+        np.clip(grad, -delta, delta, out=grad)
+        grad *= 1.0 / (n * k)
+        return loss
+
+
+_CLASSES = {c.name: c for c in (CategoricalCrossentropy, SparseCategoricalCrossentropy, BinaryCrossentropy,
+                                MeanSquaredError, MeanAbsoluteError, MeanSquaredLogarithmicError, Huber)}
+
+
+def get(config: str | dict) -> Loss:
+    """A loss from its normalized config: a name, or ``{"type": name, ...params}``."""
+    if isinstance(config, str):
+        return _CLASSES[config](**PARAMS.get(config, {}))
+    params = {k: v for k, v in config.items() if k != "type"}
+    return _CLASSES[config["type"]](**{**PARAMS.get(config["type"], {}), **params})

@@ -1,0 +1,338 @@
+"""The Model: a stack of layers over one flat parameter buffer.
+
+All trainable variables live in ``Model.params`` (1-D, float32 by default) and their gradients in
+``Model.grads`` (same layout); each layer's kernel, bias, gamma and beta are reshaped views into them,
+so an optimizer step is a handful of array operations whatever the depth. ``Model.segments`` gives
+the (start, stop) of each trainable variable in Keras's get_weights() order. Batch-normalization
+moving statistics are non-trainable buffers kept apart.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import losses as losses_mod
+from . import regularizers
+from .errors import SpecError
+from .initializers import initialize
+from .layers import CLASSES
+from .spec import normalize_spec
+
+EVAL_CHUNK = 4096
+
+
+def _rng(*words: int) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(w) for w in words])))
+
+
+class Model:
+    """Build with ``engine.build(spec, seed)``; see the package docstring for the public methods."""
+
+    def __init__(self, spec: dict, seed: int | None = None, dtype="float32", *, _normalized: bool = False):
+        self.spec = spec if _normalized else normalize_spec(spec)
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise SpecError(None, "dtype", "must be float32 or float64")
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1, np.uint32)[0])
+        self.seed = int(seed)
+        self.input_shape = tuple(self.spec["input_shape"])
+        self.input_size = math.prod(self.input_shape)
+        self.layers = [CLASSES[cfg["type"]](cfg, self.dtype) for cfg in self.spec["layers"]]
+        shape = self.input_shape
+        for layer in self.layers:
+            shape = layer.build(shape)
+        self.output_shape = shape
+        self.output_units = shape[-1]
+
+        variables = [(i, name, shp, init) for i, layer in enumerate(self.layers)
+                     for name, shp, init in layer.variables()]
+        total = sum(math.prod(shp) for _, _, shp, _ in variables)
+        self.params = np.empty(total, dtype=self.dtype)
+        self.grads = np.zeros(total, dtype=self.dtype)
+        self.segments: list[tuple[int, int]] = []
+        self.layer_ranges: dict[str, tuple[int, int]] = {}     # layer name -> its slice of params
+        offset = 0
+        for v, (i, name, shp, init) in enumerate(variables):
+            size = math.prod(shp)
+            layer = self.layers[i]
+            layer.params[name] = self.params[offset:offset + size].reshape(shp)
+            layer.grads[name] = self.grads[offset:offset + size].reshape(shp)
+            layer.params[name][...] = initialize(init, shp, _rng(self.seed, i, v), self.dtype)
+            self.segments.append((offset, offset + size))
+            start = self.layer_ranges.get(layer.name, (offset, offset))[0]
+            self.layer_ranges[layer.name] = (start, offset + size)
+            offset += size
+        for layer in self.layers:
+            for name, shp, value in layer.buffer_specs():
+                layer.buffers[name] = np.full(shp, value, dtype=self.dtype)
+        # a layer computes dL/dx only when some layer before it has parameters
+        seen = False
+        self._need_dx = []
+        for layer in self.layers:
+            self._need_dx.append(seen)
+            seen = seen or bool(layer.params)
+        self.standardization: tuple[np.ndarray, np.ndarray] | None = None   # (mean, std), flat
+        self.fit_config: dict | None = None
+        self.history: list[dict] = []
+        self._reg: list = []
+        self._plan = None
+        self._grad_bufs: dict = {}
+
+    # -- weights -------------------------------------------------------------------------------
+    def get_weights(self) -> list[np.ndarray]:
+        """Copies in Keras's order: kernel, bias per dense; gamma, beta, moving_mean, moving_variance per BN."""
+        out = []
+        for layer in self.layers:
+            for name, trainable in layer.weight_order():
+                out.append((layer.params if trainable else layer.buffers)[name].copy())
+        return out
+
+    def set_weights(self, weights) -> None:
+        slots = [(layer.params if t else layer.buffers)[name] for layer in self.layers
+                 for name, t in layer.weight_order()]
+        weights = list(weights)
+        if len(weights) != len(slots):
+            raise ValueError(f"expected {len(slots)} arrays, got {len(weights)}")
+        for k, (slot, w) in enumerate(zip(slots, weights)):
+            w = np.asarray(w)
+            if w.shape != slot.shape:
+                raise ValueError(f"weight {k}: expected shape {slot.shape}, got {w.shape}")
+        for slot, w in zip(slots, weights):
+            np.copyto(slot, np.asarray(w), casting="unsafe")
+        self._plan = None
+
+    def _buffer_arrays(self) -> list[np.ndarray]:
+        return [layer.buffers[name] for layer in self.layers for name, _, _ in layer.buffer_specs()]
+
+    def trainable_names(self) -> list[str]:
+        return [f"{layer.name}/{name}" for layer in self.layers for name, _, _ in layer.variables()]
+
+    # -- description ---------------------------------------------------------------------------
+    def summary(self) -> dict:
+        rows = []
+        total = trainable = 0
+        for layer in self.layers:
+            t = sum(a.size for a in layer.params.values())
+            nt = sum(a.size for a in layer.buffers.values())
+            rows.append({"name": layer.name, "type": layer.type, "output_shape": list(layer.output_shape),
+                         "params": t + nt, "trainable_params": t})
+            total += t + nt
+            trainable += t
+        return {"layers": rows, "total_params": total, "trainable_params": trainable,
+                "non_trainable_params": total - trainable}
+
+    def count_params(self) -> int:
+        return self.summary()["total_params"]
+
+    # -- data preparation -------------------------------------------------------------------------
+    def _as_input(self, X) -> np.ndarray:
+        """(N, *input_shape) in the model's dtype; accepts flat rows (N, prod(input_shape)) too."""
+        X = np.asarray(X)
+        if X.ndim == 1:
+            X = X.reshape(-1, self.input_size)
+        if X.shape[1:] != self.input_shape:
+            if math.prod(X.shape[1:]) != self.input_size:
+                raise ValueError(f"input rows of shape {list(X.shape[1:])} do not fit input_shape "
+                                 f"{list(self.input_shape)}")
+            X = X.reshape((X.shape[0],) + self.input_shape)
+        return X
+
+    def _standardize(self, X: np.ndarray) -> np.ndarray:
+        """A new array in the model's dtype, standardized if the model carries statistics."""
+        X = self._as_input(X)
+        if self.standardization is None:
+            return np.ascontiguousarray(X, dtype=self.dtype)
+        mean, std = self.standardization
+        shape = self.input_shape
+        out = np.subtract(X, mean.reshape(shape), dtype=self.dtype)
+        out /= std.reshape(shape)
+        return out
+
+    # -- forward / backward -------------------------------------------------------------------------
+    def _forward(self, x: np.ndarray, training: bool, rng=None) -> np.ndarray:
+        for layer in self.layers:
+            x = layer.forward(x, training, rng)
+        return x
+
+    def _backward(self, g: np.ndarray) -> None:
+        for layer, need in zip(reversed(self.layers), reversed(self._need_dx)):
+            g = layer.backward(g, need)
+            if g is None:
+                break
+
+    def _configure_loss(self, loss) -> tuple[losses_mod.Loss, bool]:
+        loss = losses_mod.get(loss) if not isinstance(loss, losses_mod.Loss) else loss
+        last = self.layers[-1]
+        fused = loss.fused_activation is not None and last.output_activation == loss.fused_activation
+        for layer in self.layers:
+            layer.fused = False
+        last.fused = fused
+        return loss, fused
+
+    def _configure_regularization(self, global_reg: dict | None) -> None:
+        dense = [layer for layer in self.layers if layer.type == "dense"]
+        coefs = regularizers.effective_coefficients([d.params["kernel"].size for d in dense],
+                                                    [d.config["kernel_regularizer"] for d in dense], global_reg)
+        self._reg = [(d, l1, l2, np.empty_like(d.params["kernel"])) for d, (l1, l2) in zip(dense, coefs)
+                     if l1 or l2]
+
+    def _penalty(self) -> float:
+        return sum(regularizers.penalty(d.params["kernel"], l1, l2) for d, l1, l2, _ in self._reg)
+
+    def _grad_buffer(self, n: int) -> np.ndarray:
+        buf = self._grad_bufs.get(n)
+        if buf is None:
+            if len(self._grad_bufs) > 8:
+                self._grad_bufs.clear()
+            buf = self._grad_bufs[n] = np.empty((n, self.output_units), dtype=self.dtype)
+        return buf
+
+    def _train_step(self, xb, yb, loss, fused, rng, training=True) -> tuple[float, np.ndarray]:
+        """Forward, loss, backward and penalty gradients for one batch; returns (loss with penalty, output)."""
+        out = self._forward(xb, training, rng)
+        g = self._grad_buffer(out.shape[0])
+        value = loss.value_and_grad(out, yb, g, fused)
+        self._backward(g)
+        for d, l1, l2, scratch in self._reg:
+            value += regularizers.penalty(d.params["kernel"], l1, l2)
+            regularizers.add_gradient(d.params["kernel"], d.grads["kernel"], l1, l2, scratch)
+        return value, out
+
+    def loss_and_gradients(self, X, y, loss, regularization=None, training=True):
+        """(loss including penalties, gradients in get_weights() order of the trainable variables).
+
+        Random layers draw from a generator fixed per call, so repeated calls see the same dropout
+        masks and noise (finite differences rely on it); moving statistics are left untouched.
+        """
+        from .config import normalize_loss
+        loss_obj, fused = self._configure_loss(normalize_loss(loss))
+        self._configure_regularization(regularization)
+        xb = self._standardize(X)
+        yb = loss_obj.prepare_targets(y, self.dtype)
+        saved = [b.copy() for b in self._buffer_arrays()]
+        self.grads.fill(0.0)
+        value, _ = self._train_step(xb, yb, loss_obj, fused, _rng(self.seed, 0xC0FFEE), training)
+        for b, s in zip(self._buffer_arrays(), saved):
+            b[...] = s
+        grads = [layer.grads[name].copy() for layer in self.layers for name, _, _ in layer.variables()]
+        return float(value), grads
+
+    # -- inference ---------------------------------------------------------------------------------
+    def _build_plan(self):
+        """The float inference path: standardization and batch normalizations folded into the
+        neighbouring dense layers (exact affine algebra, done in float64), dropout and noise removed."""
+        dt = self.dtype
+        steps = []
+        n_in = self.input_size
+        scale = shift = None          # a pending per-feature affine map x -> x·scale + shift
+        if self.standardization is not None:
+            mean, std = (a.astype(np.float64) for a in self.standardization)
+            scale, shift = 1.0 / std, -mean / std
+
+        def flush():
+            nonlocal scale, shift
+            if scale is not None:
+                steps.append(("affine", scale.astype(dt), shift.astype(dt)))
+            scale = shift = None
+
+        for layer in self.layers:
+            if layer.type == "dense":
+                W = layer.params["kernel"].astype(np.float64)
+                b = layer.params["bias"].astype(np.float64) if layer.use_bias else np.zeros(layer.units)
+                if scale is not None:
+                    b = b + shift @ W
+                    W = W * scale[:, None]
+                    scale = shift = None
+                steps.append(("dense", np.ascontiguousarray(W, dtype=dt), b.astype(dt), layer.activation))
+            elif layer.type == "batch_normalization":
+                s = layer.params["gamma"].astype(np.float64) / np.sqrt(
+                    layer.buffers["moving_variance"].astype(np.float64) + layer.epsilon)
+                t = layer.params["beta"].astype(np.float64) - layer.buffers["moving_mean"].astype(np.float64) * s
+                if scale is None:
+                    scale, shift = s, t
+                else:
+                    scale, shift = scale * s, shift * s + t
+            elif layer.type == "activation":
+                flush()
+                steps.append(("act", layer.activation))
+            # dropout, gaussian_noise, flatten: the identity on flat rows at inference
+        flush()
+        self._plan = (steps, n_in, {})
+        return self._plan
+
+    def predict(self, X, batch_size: int | None = None) -> np.ndarray:
+        """Output activations for raw rows (standardization applied), inference mode."""
+        plan = self._plan or self._build_plan()
+        steps, n_in, cache = plan
+        X = np.asarray(X)
+        if X.dtype != self.dtype:
+            X = X.astype(self.dtype)
+        h = X.reshape(-1, n_in) if X.ndim != 2 or X.shape[1] != n_in else X
+        n = h.shape[0]
+        if batch_size is not None and n > batch_size:
+            return np.concatenate([self.predict(h[i:i + batch_size]) for i in range(0, n, batch_size)])
+        bufs = cache.get(n)
+        if bufs is None:
+            if len(cache) > 8:
+                cache.clear()
+            bufs = cache[n] = [np.empty((n, s[1].shape[1] if s[0] == "dense" else 0), dtype=self.dtype)
+                               for s in steps]
+        owned = False      # may h be overwritten? never the caller's array
+        for step, buf in zip(steps, bufs):
+            kind = step[0]
+            if kind == "dense":
+                np.matmul(h, step[1], out=buf)
+                buf += step[2]
+                act = step[3]
+                if act.name != "linear":
+                    act.forward(buf, buf)
+                h = buf
+            elif kind == "affine":
+                h = h * step[1]
+                h += step[2]
+            else:
+                h = step[1].forward(h, h) if owned else step[1](h)
+            owned = True
+        return np.array(h, dtype=self.dtype, copy=True)
+
+    def _infer(self, X: np.ndarray) -> np.ndarray:
+        """Exact layer-by-layer inference on already standardized input, chunked."""
+        outs = [self._forward(X[i:i + EVAL_CHUNK], False).copy() for i in range(0, X.shape[0], EVAL_CHUNK)]
+        return np.concatenate(outs) if outs else np.empty((0, self.output_units), self.dtype)
+
+    def _evaluate_prepared(self, Xs, yt, loss_obj, metric_names) -> dict:
+        from .metrics import MetricAccumulator
+        acc = MetricAccumulator(metric_names, loss_obj.name)
+        total = 0.0
+        n = Xs.shape[0]
+        for i in range(0, n, EVAL_CHUNK):
+            p = self._forward(Xs[i:i + EVAL_CHUNK], False)
+            yb = yt[i:i + EVAL_CHUNK]
+            total += float(np.sum(loss_obj.per_sample(p, yb), dtype=np.float64))
+            acc.update(p, yb)
+        out = {"loss": total / n + self._penalty() if n else 0.0}
+        out.update(acc.result())
+        return out
+
+    def evaluate(self, X, y, loss=None, metrics=None) -> dict:
+        """{"loss", <metric>...} in inference mode; defaults to the loss and metrics of the last fit."""
+        from .config import normalize_loss
+        cfg = self.fit_config or {}
+        loss = normalize_loss(loss if loss is not None else cfg.get("loss"))
+        metric_names = list(metrics if metrics is not None else cfg.get("metrics", []))
+        loss_obj = losses_mod.get(loss)
+        self._configure_regularization(cfg.get("regularization"))
+        Xs = self._standardize(X)
+        yt = loss_obj.prepare_targets(y, self.dtype)
+        return self._evaluate_prepared(Xs, yt, loss_obj, metric_names)
+
+    # -- training and serialization -----------------------------------------------------------------
+    def fit(self, X, y, *, callbacks=(), batch_callbacks=(), **config) -> list[dict]:
+        from .training import fit
+        return fit(self, X, y, config, callbacks=callbacks, batch_callbacks=batch_callbacks)
+
+    def to_bytes(self) -> bytes:
+        from .serialization import model_to_bytes
+        return model_to_bytes(self)

@@ -1,0 +1,1 @@
+"""Alembic migrations for Backprop's database (``service.migrate.upgrade_to_head`` applies them)."""

@@ -1,0 +1,125 @@
+"""/v1/datasets"""
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Request, Response, status
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from service.api.deps import OwnerDep, PageDep, SessionDep, SettingsDep
+from service.errors import Invalid, PayloadTooLarge, UnsupportedMediaType, problem_responses
+from service.schemas.common import Page
+from service.schemas.datasets import DatasetJSONIn, DatasetOut
+from service.services import datasets as service
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+_UPLOAD_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file", "name", "target"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary", "description": "CSV with a header row"},
+                        "name": {"type": "string"},
+                        "target": {"type": "string", "description": "Target column, or comma-separated columns"},
+                        "task": {"type": "string", "enum": ["classification", "multilabel", "regression"]},
+                        "input_shape": {"type": "string", "description": "e.g. 28,28"},
+                    },
+                }
+            },
+            "application/json": {"schema": {"$ref": "#/components/schemas/DatasetJSONIn"}},
+        },
+    }
+}
+
+
+async def _read_upload(upload: UploadFile, limit: int) -> bytes:
+    chunks, size = [], 0
+    while chunk := await upload.read(1 << 20):
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the file is over the limit of max_upload_bytes={limit}")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _form_str(form: Any, key: str, required: bool) -> str | None:
+    value = form.get(key)
+    if value is None or isinstance(value, UploadFile):
+        if required:
+            raise Invalid(f"the form field {key!r} is required", loc=["body", key])
+        return None
+    return str(value)
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=DatasetOut,
+    summary="Upload a dataset (multipart CSV or JSON)",
+    openapi_extra=_UPLOAD_DOC,
+    responses=problem_responses(401, 413, 415, 422),
+)
+async def create_dataset(request: Request, session: SessionDep, owner: OwnerDep, settings: SettingsDep) -> DatasetOut:
+    from starlette.concurrency import run_in_threadpool
+
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        async with request.form(max_files=1, max_fields=16, max_part_size=1024 * 1024) as form:
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise Invalid("the form field 'file' (a CSV file) is required", loc=["body", "file"])
+            raw = await _read_upload(upload, settings.max_upload_bytes)
+            name = _form_str(form, "name", True) or ""
+            target = _form_str(form, "target", True) or ""
+            task = _form_str(form, "task", False) or None
+            input_shape = _form_str(form, "input_shape", False)
+        if not name.strip():
+            raise Invalid("name must not be empty", loc=["body", "name"])
+        if task is not None and task not in service.TASKS:
+            raise Invalid(f"task must be one of {', '.join(service.TASKS)}", loc=["body", "task"])
+        row = await run_in_threadpool(
+            service.create_from_csv, session, settings, owner,
+            name=name, raw=raw, target=target, task=task, input_shape=input_shape,
+        )
+    elif ctype == "application/json" or ctype.endswith("+json"):
+        try:
+            payload = await request.json()
+        except ValueError:
+            raise Invalid("the body is not valid JSON", loc=["body"]) from None
+        try:
+            body = DatasetJSONIn.model_validate(payload)
+        except ValidationError as exc:
+            errors = [{"loc": ["body", *e["loc"]], "msg": e["msg"]} for e in exc.errors()]
+            raise Invalid(
+                f"{'.'.join(map(str, errors[0]['loc']))}: {errors[0]['msg']}", errors=errors
+            ) from None
+        row = await run_in_threadpool(service.create_from_json, session, settings, owner, body)
+    else:
+        raise UnsupportedMediaType("send multipart/form-data (a CSV file) or application/json")
+    return DatasetOut.model_validate(row)
+
+
+@router.get("", response_model=Page[DatasetOut], responses=problem_responses(401, 422))
+def list_datasets(session: SessionDep, owner: OwnerDep, page: PageDep) -> Page[DatasetOut]:
+    rows, total = service.list_(session, owner, page.limit, page.offset)
+    return Page[DatasetOut](items=[DatasetOut.model_validate(r) for r in rows], total=total)
+
+
+@router.get("/{dataset_id}", response_model=DatasetOut, responses=problem_responses(401, 404))
+def get_dataset(dataset_id: str, session: SessionDep, owner: OwnerDep) -> DatasetOut:
+    return DatasetOut.model_validate(service.get(session, owner, dataset_id))
+
+
+@router.delete(
+    "/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
+    responses=problem_responses(401, 404, 409),
+)
+def delete_dataset(dataset_id: str, session: SessionDep, owner: OwnerDep) -> Response:
+    service.delete(session, owner, dataset_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,56 @@
+"""/v1/jobs"""
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from service.api.deps import EnqueueDep, OwnerDep, PageDep, SessionDep, SettingsDep
+from service.errors import problem_responses
+from service.schemas.common import Page
+from service.schemas.jobs import CheckpointOut, JobCreate, JobOut, JobStatus
+from service.services import jobs as service
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+@router.post(
+    "", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut, responses=problem_responses(401, 422)
+)
+def create_job(
+    body: JobCreate, session: SessionDep, owner: OwnerDep, settings: SettingsDep, enqueue: EnqueueDep
+) -> JobOut:
+    return JobOut.from_row(service.create(session, settings, owner, body, enqueue))
+
+
+@router.get("", response_model=Page[JobOut], responses=problem_responses(401, 422))
+def list_jobs(
+    session: SessionDep,
+    owner: OwnerDep,
+    page: PageDep,
+    status: Annotated[JobStatus | None, Query()] = None,
+    model_id: Annotated[str | None, Query()] = None,
+) -> Page[JobOut]:
+    rows, total = service.list_(session, owner, page.limit, page.offset, status=status, model_id=model_id)
+    return Page[JobOut](items=[JobOut.from_row(r) for r in rows], total=total)
+
+
+@router.get("/{job_id}", response_model=JobOut, responses=problem_responses(401, 404))
+def get_job(job_id: str, session: SessionDep, owner: OwnerDep) -> JobOut:
+    return JobOut.from_row(service.get(session, owner, job_id))
+
+
+@router.post(
+    "/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut,
+    responses=problem_responses(401, 404, 409),
+)
+def cancel_job(job_id: str, session: SessionDep, owner: OwnerDep) -> JobOut:
+    return JobOut.from_row(service.cancel(session, owner, job_id))
+
+
+@router.get(
+    "/{job_id}/checkpoints", response_model=Page[CheckpointOut], responses=problem_responses(401, 404, 422)
+)
+def list_checkpoints(job_id: str, session: SessionDep, owner: OwnerDep, page: PageDep) -> Page[CheckpointOut]:
+    rows, total = service.list_checkpoints(session, owner, job_id, page.limit, page.offset)
+    return Page[CheckpointOut](items=[CheckpointOut.model_validate(r) for r in rows], total=total)

@@ -1,0 +1,137 @@
+"""The FastAPI application factory."""
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.api.routes import datasets, jobs, models, operations, predictions
+from service.config import Settings, get_settings
+from service.db.session import make_engine
+from service.errors import install_error_handlers, problem_response
+from service.serving import ModelCache
+
+log = logging.getLogger("backprop.app")
+
+
+class BodyLimit:
+    """Refuse request bodies over ``max_bytes`` with 413, by Content-Length before reading anything, and while
+    streaming for bodies sent without one (the app's own response is then replaced by the 413)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _too_large(self) -> Callable:
+        return problem_response(
+            413, "Payload too large", f"the request body is over the limit of max_upload_bytes={self.max_bytes}",
+            slug="payload-too-large",
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = 0
+                if declared > self.max_bytes:
+                    await self._too_large()(scope, receive, send)
+                    return
+        seen = 0
+        exceeded = False
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen, exceeded
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    exceeded = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if exceeded and not started:
+                started = True
+                await self._too_large()(scope, receive, send)
+                return
+            if exceeded:
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if exceeded and not started:
+                await self._too_large()(scope, receive, send)
+                return
+            raise
+
+
+def default_enqueue(settings: Settings) -> Callable[[str], None]:
+    def send(job_id: str) -> None:
+        from service.celery_client import get_celery
+        from service.queue import TRAIN_TASK
+
+        get_celery(settings).send_task(TRAIN_TASK, args=[job_id], queue=settings.queue_name)
+
+    return send
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    enqueue: Callable[[str], None] | None = None,
+    migrate: bool | None = None,
+) -> FastAPI:
+    """Build the app. ``settings`` defaults to :func:`get_settings`; ``enqueue(job_id)`` sends a training
+    message (default: Celery); ``migrate`` applies the Alembic migrations at startup (default:
+    ``settings.auto_migrate``)."""
+    settings = settings or get_settings()
+    if settings.embedded:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db_url = settings.resolved_database_url
+    should_migrate = settings.auto_migrate if migrate is None else migrate
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if should_migrate:
+            from starlette.concurrency import run_in_threadpool
+
+            from service.migrate import upgrade_to_head
+
+            await run_in_threadpool(upgrade_to_head, db_url)
+        yield
+        app.state.model_cache.clear()
+        app.state.db_engine.dispose()
+
+    app = FastAPI(
+        title="Backprop",
+        version="1.0.0",
+        summary="Train dense neural networks over HTTP and serve their predictions.",
+        lifespan=lifespan,
+    )
+    from sqlalchemy.orm import sessionmaker
+
+    db_engine = make_engine(db_url)
+    app.state.settings = settings
+    app.state.db_engine = db_engine
+    app.state.session_factory = sessionmaker(db_engine, expire_on_commit=False)
+    app.state.model_cache = ModelCache(settings.model_cache_bytes)
+    app.state.enqueue = enqueue or default_enqueue(settings)
+
+    install_error_handlers(app)
+    for module in (operations, datasets, models, predictions, jobs):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
+    return app

@@ -1,0 +1,202 @@
+"""One error hierarchy for the service and the single handler that turns it into RFC 9457 problems.
+
+Code below the routers raises :class:`BackpropError` subclasses (never ``HTTPException``); each carries its
+HTTP status. :func:`install_error_handlers` registers the handlers that render every error the app can
+produce (ours, request validation, routing, and unexpected exceptions) as ``application/problem+json``.
+No handler ever returns a stack trace or an HTML page.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("backprop.errors")
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_BASE = "https://backprop.dev/problems/"
+
+Loc = Sequence[str | int]
+
+
+class BackpropError(Exception):
+    """Base of every domain error. Subclasses set ``status``, ``title`` and ``slug``."""
+
+    status: int = 500
+    title: str = "Internal server error"
+    slug: str = "internal"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.detail = detail or self.title
+        self.errors = errors
+        self.headers = headers
+        super().__init__(self.detail)
+
+    def problem(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": TYPE_BASE + self.slug,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if self.errors is not None:
+            body["errors"] = self.errors
+        return body
+
+
+class Unauthorized(BackpropError):
+    status, title, slug = 401, "Unauthorized", "unauthorized"
+
+    def __init__(self, detail: str = "A valid API key is required: Authorization: Bearer <key>.") -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+class NotFound(BackpropError):
+    status, title, slug = 404, "Not found", "not-found"
+
+    @classmethod
+    def of(cls, kind: str, ident: str) -> NotFound:
+        return cls(f"{kind} {ident} was not found.")
+
+
+class Conflict(BackpropError):
+    status, title, slug = 409, "Conflict", "conflict"
+
+
+class PayloadTooLarge(BackpropError):
+    status, title, slug = 413, "Payload too large", "payload-too-large"
+
+
+class UnsupportedMediaType(BackpropError):
+    status, title, slug = 415, "Unsupported media type", "unsupported-media-type"
+
+
+class Invalid(BackpropError):
+    """422 with ``errors``: one ``{"loc", "msg"}`` per offending field."""
+
+    status, title, slug = 422, "Unprocessable content", "validation"
+
+    def __init__(self, detail: str, *, loc: Loc | None = None, errors: list[dict[str, Any]] | None = None):
+        if errors is None:
+            errors = [{"loc": list(loc) if loc is not None else [], "msg": detail}]
+        super().__init__(detail, errors=errors)
+
+
+class LimitExceeded(Invalid):
+    """A configured limit on a spec (rows, features, parameters, epochs...) was exceeded: 422."""
+
+    slug = "limit-exceeded"
+
+
+class NotImplementedYet(BackpropError):
+    status, title, slug = 501, "Not implemented", "not-implemented"
+
+
+class Unavailable(BackpropError):
+    status, title, slug = 503, "Service unavailable", "unavailable"
+
+
+def problem_response(
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    slug: str | None = None,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": TYPE_BASE + (slug or str(status)),
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    if errors is not None:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _jsonable_loc(loc: Sequence[Any]) -> list[str | int]:
+    return [part if isinstance(part, int) else str(part) for part in loc]
+
+
+def validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    return [{"loc": _jsonable_loc(err.get("loc", ())), "msg": str(err.get("msg", ""))} for err in exc.errors()]
+
+
+_STATUS_TITLES = {
+    400: "Bad request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    406: "Not acceptable",
+    413: "Payload too large",
+    415: "Unsupported media type",
+    422: "Unprocessable content",
+    429: "Too many requests",
+    500: "Internal server error",
+    503: "Service unavailable",
+}
+
+
+async def _backprop_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, BackpropError)
+    body = exc.problem()
+    return JSONResponse(body, status_code=exc.status, media_type=PROBLEM_JSON, headers=exc.headers)
+
+
+async def _request_validation(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = validation_errors(exc)
+    first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+    where = ".".join(str(p) for p in first["loc"])
+    detail = f"{where}: {first['msg']}" if where else first["msg"]
+    if len(errors) > 1:
+        detail += f" (and {len(errors) - 1} more)"
+    return problem_response(422, "Unprocessable content", detail, slug="validation", errors=errors)
+
+
+async def _http_exception(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    title = _STATUS_TITLES.get(exc.status_code, "Error")
+    detail = exc.detail if isinstance(exc.detail, str) else title
+    return problem_response(exc.status_code, title, detail, headers=getattr(exc, "headers", None))
+
+
+async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem_response(500, "Internal server error", "An unexpected error occurred.", slug="internal")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(BackpropError, _backprop_error)
+    app.add_exception_handler(RequestValidationError, _request_validation)
+    app.add_exception_handler(StarletteHTTPException, _http_exception)
+    app.add_exception_handler(Exception, _unhandled)
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` entries documenting problem+json errors for a route."""
+    from service.schemas.common import Problem, ValidationProblem
+
+    out: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        model = ValidationProblem if status == 422 else Problem
+        out[status] = {
+            "model": model,
+            "description": _STATUS_TITLES.get(status, "Error"),
+            "content": {PROBLEM_JSON: {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
+        }
+    return out

@@ -1,0 +1,307 @@
+"""The reconciler: the database is the truth, the broker only transport.
+
+Every ``reconcile_interval_s`` it
+- re-queues ``running`` jobs whose heartbeat is older than ``heartbeat_timeout_s`` while they have
+  attempts left (status back to ``queued``, a new message sent); out of attempts they end ``failed``
+  with code ``worker_lost``; a stale job whose cancel was requested ends ``cancelled``;
+- re-sends the message of ``queued`` jobs whose last message is older than ``queued_resend_s``
+  and that have no message waiting in the broker (a Redis restart loses its queue; an API process
+  killed between its commit and its send never sent one). A duplicate message is harmless: the
+  worker's queued -> running claim is atomic;
+- in embedded mode, deletes the SQLAlchemy broker's handled message rows.
+
+Every change is a conditional UPDATE that re-checks the condition it acts on, so any number of
+reconcilers (the API process and every worker run one) can run at once: exactly one wins each
+transition and only the winner sends the message.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import random
+import threading
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.config import Settings
+from service.db.models import Job
+
+log = logging.getLogger(__name__)
+
+#: Default for ``Settings.queued_resend_s`` when the settings object has no such field.
+DEFAULT_QUEUED_RESEND_S = 30.0
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _queued_resend_s(settings: Settings) -> float:
+    return float(getattr(settings, "queued_resend_s", DEFAULT_QUEUED_RESEND_S))
+
+
+def _default_enqueue(settings: Settings) -> Callable[[str], None]:
+    from service.celery_client import get_celery
+    from service.queue import TRAIN_TASK
+
+    def send(job_id: str) -> None:
+        get_celery(settings).send_task(TRAIN_TASK, args=[job_id], queue=settings.queue_name)
+
+    return send
+
+
+def reconcile_once(
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    *,
+    now: datetime | None = None,
+    enqueue: Callable[[str], None] | None = None,
+    pending: Callable[[], set[str] | None] | None = None,
+    startup: bool = False,
+) -> dict[str, int]:
+    """One pass. Returns counts: ``requeued``, ``worker_lost``, ``cancelled``, ``resent``,
+    ``broker_rows_deleted``.
+
+    ``enqueue`` sends one message (default: the Celery client); ``pending`` returns the job ids with
+    a message waiting in the broker, or None when that cannot be told (default: read the queue).
+
+    ``startup=True`` is for a supervisor that knows no worker of its own is running yet (``backprop
+    up`` before it starts its worker): every ``running`` job is then an orphan, and every queued job
+    without a waiting message is re-sent, whatever the clocks say."""
+    now = now or utcnow()
+    enqueue = enqueue or _default_enqueue(settings)
+    if pending is None:
+        pending = lambda: pending_job_ids(settings)  # noqa: E731
+    counts = {"requeued": 0, "worker_lost": 0, "cancelled": 0, "resent": 0,
+              "broker_rows_deleted": 0}
+
+    # 1. Running jobs whose worker stopped heart-beating.
+    stale_cutoff = now - timedelta(seconds=settings.heartbeat_timeout_s)
+    if startup:
+        stale_cutoff = now + timedelta(days=1)
+    with session_factory() as s:
+        stale = s.execute(
+            select(Job.id, Job.attempts, Job.max_attempts, Job.cancel_requested).where(
+                Job.status == "running",
+                or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale_cutoff),
+            )
+        ).all()
+    to_send: list[str] = []
+    for job_id, attempts, max_attempts, cancel_requested in stale:
+        is_stale = (
+            (Job.id == job_id)
+            & (Job.status == "running")
+            & (Job.attempts == attempts)
+            & or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale_cutoff)
+        )
+        if cancel_requested:
+            values: dict[str, Any] = {"status": "cancelled", "finished_at": now, "worker": None}
+            key = "cancelled"
+        elif attempts < (max_attempts or settings.max_attempts):
+            values = {"status": "queued", "worker": None, "enqueued_at": now}
+            key = "requeued"
+        else:
+            values = {
+                "status": "failed",
+                "finished_at": now,
+                "worker": None,
+                "error": {
+                    "code": "worker_lost",
+                    "message": (
+                        f"The worker running this job stopped responding {attempts} time(s); "
+                        f"the job is out of attempts (max {max_attempts})."
+                    ),
+                },
+            }
+            key = "worker_lost"
+        if _conditional_update(session_factory, is_stale, values):
+            counts[key] += 1
+            log.warning("job %s: stale heartbeat (attempt %s/%s) -> %s", job_id, attempts,
+                        max_attempts, key)
+            if key == "requeued":
+                to_send.append(job_id)
+
+    # 2. Queued jobs whose message may be lost.
+    resend_cutoff = now - timedelta(seconds=_queued_resend_s(settings))
+    if startup:
+        resend_cutoff = now + timedelta(microseconds=1)
+    with session_factory() as s:
+        waiting = s.execute(
+            select(Job.id, Job.cancel_requested).where(
+                Job.status == "queued",
+                or_(Job.enqueued_at.is_(None), Job.enqueued_at < resend_cutoff),
+                or_(Job.enqueued_at.is_not(None), Job.created_at < resend_cutoff),
+            )
+        ).all()
+    if waiting:
+        in_broker = pending()
+        for job_id, cancel_requested in waiting:
+            if job_id in to_send:
+                continue  # just re-queued above
+            base = (
+                (Job.id == job_id)
+                & (Job.status == "queued")
+                & or_(Job.enqueued_at.is_(None), Job.enqueued_at < resend_cutoff)
+            )
+            if cancel_requested:
+                if _conditional_update(session_factory, base,
+                                       {"status": "cancelled", "finished_at": now}):
+                    counts["cancelled"] += 1
+                continue
+            if in_broker is not None and job_id in in_broker:
+                continue  # its message is still waiting in the queue
+            if _conditional_update(session_factory, base, {"enqueued_at": now}):
+                to_send.append(job_id)
+                counts["resent"] += 1
+
+    for job_id in to_send:
+        try:
+            enqueue(job_id)
+        except Exception as exc:  # the broker is down: enqueued_at ages and a later pass retries
+            log.warning("job %s: could not send its message: %s", job_id, exc)
+
+    # 3. Embedded broker housekeeping.
+    try:
+        counts["broker_rows_deleted"] = delete_handled_broker_rows(settings)
+    except Exception as exc:  # pragma: no cover - best effort
+        log.info("broker housekeeping failed: %s", exc)
+    return counts
+
+
+def _conditional_update(sf: sessionmaker[Session], where: Any, values: dict[str, Any]) -> bool:
+    with sf() as s, s.begin():
+        res = s.execute(
+            update(Job).where(where).values(**values).execution_options(synchronize_session=False)
+        )
+        return res.rowcount == 1
+
+
+# --------------------------------------------------------------------------------------------------
+# What is waiting in the broker
+# --------------------------------------------------------------------------------------------------
+
+
+def job_id_from_message(raw: str | bytes) -> str | None:
+    """The job id of one ``backprop.train`` message as kombu stores it (a JSON envelope whose body
+    is the base64 JSON ``[args, kwargs, embed]``)."""
+    try:
+        env = json.loads(raw)
+        headers = env.get("headers") or {}
+        if headers.get("task") not in (None, "backprop.train"):
+            return None
+        body = env.get("body")
+        if env.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        payload = json.loads(body)
+        args = payload[0] if isinstance(payload, list) else payload.get("args")
+        return str(args[0]) if args else None
+    except Exception:
+        return None
+
+
+def pending_job_ids(settings: Settings) -> set[str] | None:
+    """Job ids with a message waiting in the broker's queue; None when the broker cannot be read
+    (then every stale queued job is re-sent, which is safe)."""
+    from service.celery_client import is_redis_broker, is_sqla_broker, sqla_broker_db_url
+
+    url = settings.resolved_broker_url
+    try:
+        if is_redis_broker(url):
+            import redis
+
+            client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=5)
+            try:
+                raws: list[Any] = list(client.lrange(settings.queue_name, 0, -1))
+                # kombu's priority sub-queues ("<queue>\x06\x16<n>") when priorities are used
+                for key in client.scan_iter(match=f"{settings.queue_name}\x06\x16*", count=100):
+                    raws.extend(client.lrange(key, 0, -1))
+            finally:
+                client.close()
+        elif is_sqla_broker(url):
+            from sqlalchemy import create_engine, text
+
+            engine = create_engine(sqla_broker_db_url(url))
+            try:
+                with engine.connect() as conn:
+                    raws = [r[0] for r in conn.execute(text(
+                        "SELECT m.payload FROM kombu_message m JOIN kombu_queue q "
+                        "ON m.queue_id = q.id WHERE q.name = :q AND m.visible = :t"
+                    ), {"q": settings.queue_name, "t": True})]
+            finally:
+                engine.dispose()
+        else:
+            return None
+    except Exception as exc:
+        log.info("cannot read the broker queue: %s", exc)
+        return None
+    return {j for j in (job_id_from_message(r) for r in raws) if j}
+
+
+def delete_handled_broker_rows(settings: Settings) -> int:
+    """The SQLAlchemy transport marks a delivered message invisible and never reads it again (it
+    keeps no acknowledgement state in the table), so those rows can go."""
+    from service.celery_client import is_sqla_broker, sqla_broker_db_url
+
+    url = settings.resolved_broker_url
+    if not is_sqla_broker(url):
+        return 0
+    from sqlalchemy import create_engine, inspect, text
+
+    engine = create_engine(sqla_broker_db_url(url), connect_args=(
+        {"timeout": 5} if url.startswith("sqla+sqlite") else {}))
+    try:
+        if not inspect(engine).has_table("kombu_message"):
+            return 0
+        with engine.begin() as conn:
+            res = conn.execute(text("DELETE FROM kombu_message WHERE visible = :f"), {"f": False})
+            return res.rowcount or 0
+    finally:
+        engine.dispose()
+
+
+# --------------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------------
+
+
+def run_reconciler(
+    settings: Settings,
+    stop: threading.Event,
+    session_factory: sessionmaker[Session] | None = None,
+) -> None:
+    """Reconcile every ``reconcile_interval_s`` (±20% jitter) until ``stop`` is set. Never raises."""
+    from service.db.session import session_factory as make_sf
+
+    sf = session_factory or make_sf(settings.resolved_database_url)
+    while True:
+        try:
+            counts = reconcile_once(sf, settings)
+            if any(v for k, v in counts.items() if k != "broker_rows_deleted"):
+                log.info("reconciler: %s", counts)
+        except Exception as exc:  # the database may be down; try again next round
+            log.warning("reconciler pass failed: %s", str(exc).splitlines()[0] if str(exc) else exc)
+        interval = settings.reconcile_interval_s * random.uniform(0.8, 1.2)
+        if stop.wait(interval):
+            return
+
+
+def start_reconciler_thread(
+    settings: Settings, session_factory: sessionmaker[Session] | None = None
+) -> Callable[[], None]:
+    """Start the loop in a daemon thread; returns a function that stops it (and waits briefly)."""
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=run_reconciler, args=(settings, stop, session_factory),
+        name="backprop-reconciler", daemon=True,
+    )
+    thread.start()
+
+    def stop_fn() -> None:
+        stop.set()
+        thread.join(timeout=10)
+
+    return stop_fn

@@ -1,0 +1,101 @@
+"""Training jobs on the wire."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.schemas.common import ORMModel, UTCDateTime
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+Loss = Literal[
+    "categorical_crossentropy",
+    "sparse_categorical_crossentropy",
+    "binary_crossentropy",
+    "mean_squared_error",
+    "mean_absolute_error",
+    "mean_squared_logarithmic_error",
+    "huber",
+]
+
+
+class JobCreate(BaseModel):
+    """The model and dataset to train, and the fit configuration (engine defaults fill what is left out)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_id: str
+    dataset_id: str
+    loss: Loss | str | dict[str, Any] | None = None
+    optimizer: str | dict[str, Any] | None = Field(
+        default=None, examples=[{"type": "adam", "learning_rate": 0.001, "clipnorm": 1.0}]
+    )
+    epochs: int | None = Field(default=None, ge=1)
+    batch_size: int | Literal["full"] | None = None
+    shuffle: bool | None = None
+    validation_split: float | None = Field(default=None, ge=0, lt=1)
+    seed: int | None = None
+    metrics: list[str] | None = None
+    regularization: dict[str, Any] | None = None
+    early_stopping: dict[str, Any] | None = None
+    reduce_lr_on_plateau: dict[str, Any] | None = None
+    augmentation: dict[str, Any] | None = None
+    standardize: bool | None = None
+    checkpoint_every: int | None = Field(default=None, ge=0, description="Checkpoint every N epochs (0: never).")
+
+
+class Progress(BaseModel):
+    epoch: int
+    epochs: int
+    fraction: float
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class JobOut(ORMModel):
+    id: str
+    model_id: str
+    dataset_id: str | None
+    status: JobStatus
+    config: dict[str, Any]
+    progress: Progress
+    history: list[dict[str, Any]]
+    result_version: int | None
+    error: JobError | None
+    attempts: int
+    cancel_requested: bool
+    created_at: UTCDateTime
+    started_at: UTCDateTime | None
+    finished_at: UTCDateTime | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> JobOut:
+        epochs = max(int(row.epochs or 0), 0)
+        epoch = int(row.epoch or 0)
+        return cls(
+            id=row.id,
+            model_id=row.model_id,
+            dataset_id=row.dataset_id,
+            status=row.status,
+            config=row.config,
+            progress=Progress(epoch=epoch, epochs=epochs, fraction=min(epoch / epochs, 1.0) if epochs else 0.0),
+            history=row.history or [],
+            result_version=row.result_version,
+            error=row.error,
+            attempts=row.attempts,
+            cancel_requested=bool(row.cancel_requested),
+            created_at=row.created_at,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+        )
+
+
+class CheckpointOut(ORMModel):
+    epoch: int
+    metrics: dict[str, Any]
+    is_best: bool
+    size_bytes: int
+    created_at: UTCDateTime

@@ -1,0 +1,417 @@
+"""Datasets: parse CSV or JSON uploads into checked arrays, infer the task, store them as npz.
+
+Every rejection is an :class:`~service.errors.Invalid` naming the row (1-based, counting data rows; the CSV line
+number is in the message too) or the column, raised before anything is added to the session.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from service.config import Settings
+from service.db.models import Dataset, Job
+from service.errors import Conflict, Invalid, LimitExceeded, NotFound
+from service.training_data import pack_arrays
+
+TASKS = ("classification", "multilabel", "regression")
+# An integer-valued target with at most this many distinct values (and repeats) is read as class labels.
+MAX_INFERRED_CLASSES = 50
+
+
+@dataclass
+class Parsed:
+    X: np.ndarray  # float32 (n, n_features)
+    y: np.ndarray  # canonical form, see service.training_data
+    task: str
+    feature_names: list[str]
+    target_names: list[str]
+    classes: list[Any] | None
+
+
+# ---------------------------------------------------------------------------------------------- labels and tasks
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value
+
+
+def _label_value(value: Any) -> Any:
+    """Integer-valued numbers become ints; other floats stay floats; strings stay strings."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _infer_task(columns: list[list[Any]], n: int) -> str:
+    """``columns``: the target columns as Python values (numbers already converted where possible)."""
+    if len(columns) > 1:
+        if all(all(isinstance(v, (int, float)) and v in (0, 1) for v in col) for col in columns):
+            return "multilabel"
+        return "regression"
+    col = columns[0]
+    if any(isinstance(v, str) for v in col):
+        return "classification"
+    if all(float(v).is_integer() for v in col):
+        distinct = len(set(col))
+        if distinct <= 2 or (distinct <= MAX_INFERRED_CLASSES and distinct <= n // 2):
+            return "classification"
+    return "regression"
+
+
+def _where(i: int, lines: list[int] | None) -> str:
+    return f"row {i + 1} (line {lines[i]})" if lines else f"row {i + 1}"
+
+
+def _loc(root: list[str | int], i: int, name: str, lines: list[int] | None) -> list[str | int]:
+    # CSV: ["body", "file", <1-based data row>, <column name>]; JSON: ["body", "targets", <0-based index>].
+    return [*root, i + 1, name] if lines else [*root, i]
+
+
+def _build_targets(
+    columns: list[list[Any]], task: str, target_names: list[str], lines: list[int] | None, loc_root: list[str | int]
+) -> tuple[np.ndarray, list[Any] | None]:
+    n = len(columns[0])
+    if task == "classification":
+        if len(columns) != 1:
+            raise Invalid(
+                f"classification takes one target column; got {len(columns)} ({', '.join(target_names)})",
+                loc=["body", "target"],
+            )
+        labels = [_label_value(v) for v in columns[0]]
+        kinds = {str if isinstance(v, str) else float for v in labels}
+        if len(kinds) > 1:
+            labels = [str(v) for v in labels]
+        for i, v in enumerate(labels):
+            if isinstance(v, float) and not math.isfinite(v):
+                raise Invalid(
+                    f"{_where(i, lines)}, column {target_names[0]!r}: the label is not finite",
+                    loc=_loc(loc_root, i, target_names[0], lines),
+                )
+        classes = sorted(set(labels))
+        if len(classes) < 2:
+            raise Invalid(
+                f"column {target_names[0]!r}: classification needs at least 2 classes; every row is "
+                f"{classes[0]!r}" if classes else f"column {target_names[0]!r} is empty",
+                loc=[*loc_root, target_names[0]],
+            )
+        index = {c: i for i, c in enumerate(classes)}
+        y = np.fromiter((index[v] for v in labels), dtype=np.int64, count=n)
+        return y, classes
+
+    values = np.empty((n, len(columns)), dtype=np.float64)
+    for j, col in enumerate(columns):
+        for i, v in enumerate(col):
+            if isinstance(v, str) or isinstance(v, bool) or v is None:
+                raise Invalid(
+                    f"{_where(i, lines)}, column {target_names[j]!r}: {v!r} is not a number "
+                    f"({task} targets are numbers)",
+                    loc=_loc(loc_root, i, target_names[j], lines),
+                )
+            values[i, j] = v
+    bad = ~np.isfinite(values)
+    if bad.any():
+        i, j = map(int, np.argwhere(bad)[0])
+        raise Invalid(
+            f"{_where(i, lines)}, column {target_names[j]!r}: NaN or infinite value",
+            loc=_loc(loc_root, i, target_names[j], lines),
+        )
+    if task == "multilabel":
+        off = ~np.isin(values, (0.0, 1.0))
+        if off.any():
+            i, j = map(int, np.argwhere(off)[0])
+            raise Invalid(
+                f"{_where(i, lines)}, column {target_names[j]!r}: multilabel targets are 0 or 1, "
+                f"got {values[i, j]:g}",
+                loc=_loc(loc_root, i, target_names[j], lines),
+            )
+        return values.astype(np.float32), list(target_names)
+    return values.astype(np.float32), None
+
+
+def _check_limits(n: int, n_features: int, settings: Settings) -> None:
+    if n > settings.max_rows:
+        raise LimitExceeded(f"{n} rows is over the limit of max_rows={settings.max_rows}", loc=["body"])
+    if n_features > settings.max_features:
+        raise LimitExceeded(
+            f"{n_features} features is over the limit of max_features={settings.max_features}", loc=["body"]
+        )
+
+
+def _resolve_shape(input_shape: Sequence[int] | None, n_features: int, loc: list[str | int]) -> list[int]:
+    if not input_shape:
+        return [n_features]
+    shape = [int(d) for d in input_shape]
+    if any(d < 1 for d in shape) or math.prod(shape) != n_features:
+        raise Invalid(
+            f"input_shape {shape} does not hold {n_features} features (its product must be {n_features})", loc=loc
+        )
+    return shape
+
+
+def parse_input_shape(text: str | None) -> list[int] | None:
+    if text is None or not text.strip():
+        return None
+    try:
+        return [int(part) for part in text.replace("x", ",").split(",") if part.strip()]
+    except ValueError:
+        raise Invalid(f"input_shape {text!r} is not a list of integers such as 28,28", loc=["body", "input_shape"])
+
+
+# ---------------------------------------------------------------------------------------------- CSV
+def parse_csv(
+    raw: bytes, target: str, task: str | None, settings: Settings
+) -> Parsed:
+    loc_root: list[str | int] = ["body", "file"]
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise Invalid(f"the file is not UTF-8 text (byte {exc.start})", loc=loc_root)
+    if "\x00" in text:
+        raise Invalid("the file is not a CSV text file (it contains NUL bytes)", loc=loc_root)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+        while header is not None and not any(cell.strip() for cell in header):
+            header = next(reader)
+    except StopIteration:
+        raise Invalid("the file is empty: expected a header row and data rows", loc=loc_root)
+    except csv.Error as exc:
+        raise Invalid(f"the CSV header cannot be read: {exc}", loc=loc_root)
+    header = [h.strip() for h in header]
+    if len(header) > settings.max_features + 64:
+        raise LimitExceeded(
+            f"{len(header)} columns is over the limit of max_features={settings.max_features}", loc=loc_root
+        )
+    if len(set(header)) != len(header):
+        dup = next(h for h in header if header.count(h) > 1)
+        raise Invalid(f"column {dup!r} appears more than once in the header", loc=[*loc_root, dup])
+    targets = [t.strip() for t in target.split(",") if t.strip()]
+    if not targets:
+        raise Invalid("target names no column", loc=["body", "target"])
+    missing = [t for t in targets if t not in header]
+    if missing:
+        raise Invalid(
+            f"target column {missing[0]!r} is not in the header (columns: {', '.join(header[:20])}"
+            f"{', ...' if len(header) > 20 else ''})",
+            loc=["body", "target"],
+        )
+    target_idx = [header.index(t) for t in targets]
+    feature_idx = [i for i in range(len(header)) if i not in set(target_idx)]
+    if not feature_idx:
+        raise Invalid("no feature columns: every column is a target", loc=["body", "target"])
+    feature_names = [header[i] for i in feature_idx]
+    width = len(header)
+
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    try:
+        for row in reader:
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue  # blank line
+            if len(row) != width:
+                n = len(rows) + 1
+                raise Invalid(
+                    f"row {n} (line {reader.line_num}) has {len(row)} fields; the header has {width}",
+                    loc=[*loc_root, n],
+                )
+            rows.append(row)
+            lines.append(reader.line_num)
+            if len(rows) > settings.max_rows:
+                raise LimitExceeded(f"more rows than the limit of max_rows={settings.max_rows}", loc=loc_root)
+    except csv.Error as exc:
+        raise Invalid(f"row {len(rows) + 1} (line {reader.line_num}) cannot be read: {exc}", loc=[*loc_root, len(rows) + 1])
+    if not rows:
+        raise Invalid("the file has a header but no data rows", loc=loc_root)
+    n = len(rows)
+    _check_limits(n, len(feature_idx), settings)
+
+    cells = np.array(rows, dtype=str)  # (n, width), every row has the same width
+    feats = cells[:, feature_idx]
+    try:
+        X = feats.astype(np.float64)
+    except ValueError:
+        X = None
+    if X is None:  # find the first cell that is not a number
+        for i in range(n):
+            for j, name in enumerate(feature_names):
+                if _number(feats[i, j]) is None:
+                    raise Invalid(
+                        f"row {i + 1} (line {lines[i]}), column {name!r}: {feats[i, j][:40]!r} is not a number",
+                        loc=[*loc_root, i + 1, name],
+                    )
+        raise AssertionError("unreachable")  # pragma: no cover
+    bad = ~np.isfinite(X)
+    if bad.any():
+        i, j = map(int, np.argwhere(bad)[0])
+        raise Invalid(
+            f"row {i + 1} (line {lines[i]}), column {feature_names[j]!r}: NaN or infinite value",
+            loc=[*loc_root, i + 1, feature_names[j]],
+        )
+
+    columns: list[list[Any]] = []
+    for t, name in zip(target_idx, targets):
+        col: list[Any] = []
+        for i, cell in enumerate(cells[:, t]):
+            cell = cell.strip()
+            if not cell:
+                raise Invalid(
+                    f"row {i + 1} (line {lines[i]}), column {name!r}: the target is empty",
+                    loc=[*loc_root, i + 1, name],
+                )
+            num = _number(cell)
+            col.append(cell if num is None else num)
+        columns.append(col)
+    # Keep string labels that look numeric as numbers only when every label is numeric.
+    if len(columns) == 1 and task in (None, "classification") and any(isinstance(v, str) for v in columns[0]):
+        columns = [[cells[i, target_idx[0]].strip() for i in range(n)]]
+    task = task or _infer_task(columns, n)
+    y, classes = _build_targets(columns, task, targets, lines, loc_root)
+    return Parsed(X.astype(np.float32), y, task, feature_names, targets, classes)
+
+
+# ---------------------------------------------------------------------------------------------- JSON
+def parse_json(
+    features: list[list[Any]],
+    targets: list[Any],
+    task: str | None,
+    feature_names: list[str] | None,
+    target_names: list[str] | None,
+    settings: Settings,
+) -> Parsed:
+    loc_f: list[str | int] = ["body", "features"]
+    n = len(features)
+    if n == 0:
+        raise Invalid("features is empty: at least one row is needed", loc=loc_f)
+    if len(targets) != n:
+        raise Invalid(f"features has {n} rows but targets has {len(targets)}", loc=["body", "targets"])
+    width = len(features[0])
+    _check_limits(n, width, settings)
+    if width == 0:
+        raise Invalid("row 1 has no values", loc=[*loc_f, 0])
+    for i, row in enumerate(features):
+        if len(row) != width:
+            raise Invalid(f"row {i + 1} has {len(row)} values; row 1 has {width}", loc=[*loc_f, i])
+        for j, v in enumerate(row):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise Invalid(f"row {i + 1}, column {j + 1}: {str(v)[:40]!r} is not a number", loc=[*loc_f, i, j])
+    X = np.asarray(features, dtype=np.float64)
+    names = feature_names or [f"x{j}" for j in range(width)]
+    if len(names) != width:
+        raise Invalid(f"feature_names has {len(names)} names for {width} features", loc=["body", "feature_names"])
+    bad = ~np.isfinite(X)
+    if bad.any():
+        i, j = map(int, np.argwhere(bad)[0])
+        raise Invalid(f"row {i + 1}, column {names[j]!r}: NaN or infinite value", loc=[*loc_f, i, j])
+
+    loc_t: list[str | int] = ["body", "targets"]
+    nested = [isinstance(t, list) for t in targets]
+    if any(nested) and not all(nested):
+        i = nested.index(not nested[0])
+        raise Invalid(f"row {i + 1}: targets mix single values and lists", loc=[*loc_t, i])
+    if all(nested):
+        k = len(targets[0])
+        for i, t in enumerate(targets):
+            if len(t) != k or k == 0:
+                raise Invalid(f"row {i + 1} has {len(t)} targets; row 1 has {k}", loc=[*loc_t, i])
+        columns = [[_label_value(t[j]) if not isinstance(t[j], str) else t[j] for t in targets] for j in range(k)]
+    else:
+        columns = [[_label_value(t) if not isinstance(t, str) else t for t in targets]]
+    for j, col in enumerate(columns):
+        for i, v in enumerate(col):
+            if v is None or isinstance(v, (list, dict)):
+                raise Invalid(f"row {i + 1}: target {v!r} is not a label or a number", loc=[*loc_t, i])
+    tnames = target_names or (["target"] if len(columns) == 1 else [f"y{j}" for j in range(len(columns))])
+    if len(tnames) != len(columns):
+        raise Invalid(
+            f"target_names has {len(tnames)} names for {len(columns)} targets", loc=["body", "target_names"]
+        )
+    task = task or _infer_task(columns, n)
+    y, classes = _build_targets(columns, task, tnames, None, loc_t)
+    return Parsed(X.astype(np.float32), y, task, list(names), list(tnames), classes)
+
+
+# ---------------------------------------------------------------------------------------------- storage
+def store(session: Session, owner_id: str, name: str, parsed: Parsed, input_shape: Sequence[int] | None) -> Dataset:
+    n, n_features = parsed.X.shape
+    shape = _resolve_shape(input_shape, n_features, ["body", "input_shape"])
+    X = parsed.X.reshape((n, *shape))
+    data = pack_arrays(X, parsed.y)
+    row = Dataset(
+        owner_id=owner_id,
+        name=name,
+        task=parsed.task,
+        n_samples=n,
+        n_features=n_features,
+        input_shape=shape,
+        feature_names=parsed.feature_names,
+        target_names=parsed.target_names,
+        classes=parsed.classes,
+        size_bytes=len(data),
+        data=data,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def create_from_csv(
+    session: Session,
+    settings: Settings,
+    owner_id: str,
+    *,
+    name: str,
+    raw: bytes,
+    target: str,
+    task: str | None,
+    input_shape: str | None,
+) -> Dataset:
+    shape = parse_input_shape(input_shape)
+    parsed = parse_csv(raw, target, task, settings)
+    return store(session, owner_id, name, parsed, shape)
+
+
+def create_from_json(session: Session, settings: Settings, owner_id: str, body: Any) -> Dataset:
+    parsed = parse_json(body.features, body.targets, body.task, body.feature_names, body.target_names, settings)
+    return store(session, owner_id, body.name, parsed, body.input_shape)
+
+
+def get(session: Session, owner_id: str, dataset_id: str) -> Dataset:
+    row = session.get(Dataset, dataset_id)
+    if row is None or row.owner_id != owner_id:
+        raise NotFound.of("dataset", dataset_id)
+    return row
+
+
+def list_(session: Session, owner_id: str, limit: int, offset: int) -> tuple[list[Dataset], int]:
+    total = session.scalar(select(func.count()).select_from(Dataset).where(Dataset.owner_id == owner_id)) or 0
+    rows = session.scalars(
+        select(Dataset)
+        .where(Dataset.owner_id == owner_id)
+        .order_by(Dataset.created_at.desc(), Dataset.id.desc())
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return list(rows), int(total)
+
+
+def delete(session: Session, owner_id: str, dataset_id: str) -> None:
+    row = get(session, owner_id, dataset_id)
+    busy = session.scalar(
+        select(Job.id).where(Job.dataset_id == row.id, Job.status.in_(("queued", "running"))).limit(1)
+    )
+    if busy is not None:
+        raise Conflict(f"dataset {dataset_id} is used by job {busy}, which is queued or running; cancel it first")
+    session.delete(row)
+    session.flush()

@@ -1,0 +1,88 @@
+"""The service's only doorway into ``engine``: calls plus the translation of engine errors into 422s.
+
+``engine.SpecError(layer_index, field, message)`` becomes ``loc: ["body", "layers", i, field]`` (or
+``["body", "keras", ...]`` for a Keras spec); ``engine.ConfigError(field, message)`` with a dotted field becomes
+``["body", "optimizer", "learning_rate"]``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from service.errors import Invalid
+
+
+def _engine():
+    import engine
+
+    return engine
+
+
+def _spec_error(exc: Exception, keras: bool) -> Invalid:
+    index = getattr(exc, "layer_index", None)
+    field = getattr(exc, "field", None)
+    message = getattr(exc, "message", None) or str(exc)
+    root: list[str | int] = ["body", "keras"] if keras else ["body"]
+    if index is not None:
+        loc = [*root, "layers", int(index)] if not keras else [*root, "layers", int(index)]
+        if field:
+            loc.append(str(field))
+        detail = f"layer {index}" + (f", field {field!r}" if field else "") + f": {message}"
+    else:
+        loc = [*root, str(field)] if field else root
+        detail = (f"{field}: " if field else "") + message
+    return Invalid(detail, loc=loc)
+
+
+def normalize_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """``{"input_shape", "layers"}`` or ``{"keras": ...}`` -> the normalized ``{"input_shape", "layers"}``."""
+    engine = _engine()
+    keras = "keras" in spec
+    try:
+        return engine.normalize_spec(spec)
+    except engine.SpecError as exc:
+        raise _spec_error(exc, keras) from None
+
+
+def summarize(spec: dict[str, Any]) -> dict[str, Any]:
+    """Build the model (weights allocated) and return its summary."""
+    engine = _engine()
+    try:
+        return engine.build(spec, seed=0).summary()
+    except engine.SpecError as exc:
+        raise _spec_error(exc, "keras" in spec) from None
+
+
+def _dotted_loc(field: str) -> list[str | int]:
+    return ["body", *[int(p) if p.isdigit() else p for p in str(field).split(".") if p]]
+
+
+def normalize_fit_config(config: dict[str, Any], input_rank: int | None = None) -> dict[str, Any]:
+    engine = _engine()
+    try:
+        return engine.normalize_fit_config(config, input_rank=input_rank)
+    except (engine.ConfigError, engine.SpecError) as exc:
+        field = getattr(exc, "field", None) or ""
+        message = getattr(exc, "message", None) or str(exc)
+        raise Invalid(f"{field}: {message}" if field else message, loc=_dotted_loc(field)) from None
+
+
+def check_compatible(
+    spec: dict[str, Any], config: dict[str, Any], x_shape: tuple[int, ...], y_shape: tuple[int, ...]
+) -> None:
+    """The engine's check that the data and the loss fit the model, from shapes only: ``y`` is a zero-filled
+    broadcast view (no memory), so no dataset has to be loaded to validate a job."""
+    import numpy as np
+
+    engine = _engine()
+    try:
+        model = engine.build(spec, seed=0)
+        engine.check_compatible(model, config, tuple(x_shape), np.broadcast_to(np.float32(0), tuple(y_shape)))
+    except (engine.ConfigError, engine.SpecError) as exc:
+        field = getattr(exc, "field", None) or ""
+        message = getattr(exc, "message", None) or str(exc)
+        field = {"input_shape": "dataset_id"}.get(field, field)
+        raise Invalid(message if not field else f"{field}: {message}", loc=_dotted_loc(field)) from None
+
+
+def from_bytes(data: bytes) -> Any:
+    return _engine().from_bytes(data)

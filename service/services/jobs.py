@@ -1,0 +1,183 @@
+"""Training jobs: validate everything before anything is queued, then queue; list, cancel, checkpoints."""
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from service.config import Settings
+from service.db.models import Checkpoint, Dataset, Job, Model, utcnow
+from service.errors import Conflict, Invalid, LimitExceeded, NotFound
+from service.services import engine_port
+from service.services.hooks import after_commit
+from service.training_data import TargetMismatch, check_targets, n_outputs_of, n_targets_of, target_shape
+
+log = logging.getLogger("backprop.jobs")
+
+#: Job keys that belong to the service, not to the engine's ``fit``.
+SERVICE_KEYS = ("model_id", "dataset_id", "checkpoint_every")
+DEFAULT_CHECKPOINT_EVERY = 1
+ACTIVE = ("queued", "running")
+
+
+def _owned(session: Session, cls: type, ident: str, owner_id: str, field: str) -> Any:
+    row = session.get(cls, ident)
+    if row is None or row.owner_id != owner_id:
+        kind = "model" if cls is Model else "dataset"
+        raise Invalid(f"{kind} {ident} was not found", loc=["body", field])
+    return row
+
+
+def create(
+    session: Session,
+    settings: Settings,
+    owner_id: str,
+    body: Any,
+    enqueue: Callable[[str], None],
+) -> Job:
+    """Validate the job (model, dataset, fit config, their fit together, limits) and queue it.
+
+    The broker message is sent after the request's transaction commits (see ``hooks.after_commit``); if the
+    broker is down the job stays ``queued`` with no ``enqueued_at`` and the reconciler sends it later.
+    """
+    model: Model = _owned(session, Model, body.model_id, owner_id, "model_id")
+    dataset: Dataset = _owned(session, Dataset, body.dataset_id, owner_id, "dataset_id")
+
+    raw = body.model_dump(exclude_unset=True, exclude_none=True, exclude=set(SERVICE_KEYS))
+    config = engine_port.normalize_fit_config(raw, input_rank=len(model.input_shape))
+    epochs = int(config.get("epochs") or 0)
+    if epochs > settings.max_epochs:
+        raise LimitExceeded(
+            f"epochs={epochs} is over the limit of max_epochs={settings.max_epochs}", loc=["body", "epochs"]
+        )
+
+    model_width = math.prod(int(d) for d in model.input_shape)
+    if model_width != dataset.n_features:
+        raise Invalid(
+            f"the model takes inputs of shape {list(model.input_shape)} ({model_width} values) but the dataset's "
+            f"rows have {dataset.n_features} features (shape {list(dataset.input_shape)})",
+            loc=["body", "dataset_id"],
+        )
+    loss = config.get("loss")
+    loss_name = loss if isinstance(loss, str) else str((loss or {}).get("type", ""))
+    n_outputs = n_outputs_of(model.summary)
+    n_targets = n_targets_of(dataset.task, dataset.classes, dataset.target_names)
+    try:
+        check_targets(dataset.task, n_targets, loss, n_outputs)
+    except TargetMismatch as exc:
+        raise Invalid(f"loss {loss_name} cannot train this model on this dataset: {exc}", loc=["body", "loss"]) from None
+    vs = float(config.get("validation_split") or 0.0)
+    if math.floor(dataset.n_samples * (1.0 - vs)) < 1:
+        raise Invalid(
+            f"validation_split={vs} leaves no training rows out of {dataset.n_samples}",
+            loc=["body", "validation_split"],
+        )
+    engine_port.check_compatible(
+        model.spec,
+        config,
+        (dataset.n_samples, *[int(d) for d in model.input_shape]),
+        target_shape(dataset.task, dataset.n_samples, n_targets, loss, n_outputs),
+    )
+
+    checkpoint_every = body.checkpoint_every if body.checkpoint_every is not None else DEFAULT_CHECKPOINT_EVERY
+    job = Job(
+        owner_id=owner_id,
+        model_id=model.id,
+        dataset_id=dataset.id,
+        status="queued",
+        config={**config, "checkpoint_every": checkpoint_every},
+        epoch=0,
+        epochs=epochs,
+        history=[],
+        attempts=0,
+        max_attempts=settings.max_attempts,
+        cancel_requested=False,
+    )
+    session.add(job)
+    session.flush()
+    job_id = job.id
+    bind = session.get_bind()
+
+    def send() -> None:
+        try:
+            enqueue(job_id)
+        except Exception as exc:  # the reconciler re-sends queued jobs that have no enqueued_at
+            log.warning("job %s: could not send its message now (%s); the reconciler will", job_id, exc)
+            return
+        with Session(bind) as s, s.begin():
+            s.execute(update(Job).where(Job.id == job_id).values(enqueued_at=utcnow()))
+
+    after_commit(session, send)
+    return job
+
+
+def get(session: Session, owner_id: str, job_id: str) -> Job:
+    row = session.get(Job, job_id)
+    if row is None or row.owner_id != owner_id:
+        raise NotFound.of("job", job_id)
+    return row
+
+
+def list_(
+    session: Session,
+    owner_id: str,
+    limit: int,
+    offset: int,
+    status: str | None = None,
+    model_id: str | None = None,
+) -> tuple[list[Job], int]:
+    where = [Job.owner_id == owner_id]
+    if status is not None:
+        where.append(Job.status == status)
+    if model_id is not None:
+        where.append(Job.model_id == model_id)
+    total = session.scalar(select(func.count()).select_from(Job).where(*where)) or 0
+    rows = session.scalars(
+        select(Job).where(*where).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit).offset(offset)
+    ).all()
+    return list(rows), int(total)
+
+
+def cancel(session: Session, owner_id: str, job_id: str) -> Job:
+    """A queued job ends ``cancelled`` at once; a running one gets ``cancel_requested`` (its worker stops it
+    within one batch). Cancelling a cancelled job is a no-op; a finished job answers 409."""
+    job = get(session, owner_id, job_id)
+    now = utcnow()
+    # Conditional updates: the worker may claim the job between our read and our write.
+    res = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == "queued")
+        .values(status="cancelled", cancel_requested=True, finished_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if res.rowcount != 1:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == "running")
+            .values(cancel_requested=True)
+            .execution_options(synchronize_session=False)
+        )
+    session.flush()
+    session.refresh(job)
+    if job.status in ("succeeded", "failed"):
+        raise Conflict(f"job {job_id} has already {job.status}; there is nothing to cancel")
+    return job
+
+
+def list_checkpoints(
+    session: Session, owner_id: str, job_id: str, limit: int, offset: int
+) -> tuple[list[Checkpoint], int]:
+    get(session, owner_id, job_id)
+    total = session.scalar(select(func.count()).select_from(Checkpoint).where(Checkpoint.job_id == job_id)) or 0
+    rows = session.scalars(
+        select(Checkpoint)
+        .where(Checkpoint.job_id == job_id)
+        .order_by(Checkpoint.epoch.desc())
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return list(rows), int(total)

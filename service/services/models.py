@@ -1,0 +1,148 @@
+"""Models: validate a spec with the engine, keep it normalized with its summary; versions; export."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, undefer
+
+from service.config import Settings
+from service.db.models import Model, ModelVersion
+from service.errors import Invalid, LimitExceeded, NotFound, NotImplementedYet
+from service.services import engine_port
+
+
+def _estimate_params(spec: dict[str, Any]) -> int:
+    """An upper-bound-ish parameter count from a normalized spec, computed without allocating anything, so a
+    gigantic spec is refused before ``engine.build`` would allocate its weights."""
+    width = math.prod(int(d) for d in spec.get("input_shape") or [1])
+    total = 0
+    for layer in spec.get("layers") or []:
+        kind = layer.get("type")
+        if kind == "dense":
+            units = int(layer.get("units") or 0)
+            total += width * units + units
+            width = units
+        elif kind == "batch_normalization":
+            total += 4 * width
+    return total
+
+
+def create(session: Session, settings: Settings, owner_id: str, body: Any) -> Model:
+    if body.keras is not None:
+        keras = body.keras
+        if isinstance(keras, str):
+            import json
+
+            try:
+                keras = json.loads(keras)
+            except ValueError as exc:
+                raise Invalid(f"keras is not valid JSON: {exc}", loc=["body", "keras"]) from None
+        raw: dict[str, Any] = {"keras": keras}
+    else:
+        raw = {"input_shape": body.input_shape, "layers": body.layers}
+    spec = engine_port.normalize_spec(raw)
+    estimate = _estimate_params(spec)
+    if estimate > settings.max_params:
+        raise LimitExceeded(
+            f"the model has about {estimate:,} parameters, over the limit of max_params={settings.max_params:,}",
+            loc=["body", "layers"],
+        )
+    summary = engine_port.summarize(spec)
+    if summary["total_params"] > settings.max_params:
+        raise LimitExceeded(
+            f"the model has {summary['total_params']:,} parameters, over the limit of "
+            f"max_params={settings.max_params:,}",
+            loc=["body", "layers"],
+        )
+    row = Model(
+        owner_id=owner_id,
+        name=body.name,
+        input_shape=list(spec["input_shape"]),
+        spec=spec,
+        summary=summary,
+        latest_version=None,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def get(session: Session, owner_id: str, model_id: str) -> Model:
+    row = session.get(Model, model_id)
+    if row is None or row.owner_id != owner_id:
+        raise NotFound.of("model", model_id)
+    return row
+
+
+def list_(session: Session, owner_id: str, limit: int, offset: int) -> tuple[list[Model], int]:
+    total = session.scalar(select(func.count()).select_from(Model).where(Model.owner_id == owner_id)) or 0
+    rows = session.scalars(
+        select(Model)
+        .where(Model.owner_id == owner_id)
+        .order_by(Model.created_at.desc(), Model.id.desc())
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return list(rows), int(total)
+
+
+def delete(session: Session, owner_id: str, model_id: str) -> None:
+    """Delete a model with its versions, jobs and their checkpoints (foreign-key cascades).
+
+    A running job's worker finds its job gone and stops at its next write.
+    """
+    row = get(session, owner_id, model_id)
+    session.delete(row)
+    session.flush()
+
+
+def list_versions(
+    session: Session, owner_id: str, model_id: str, limit: int, offset: int
+) -> tuple[list[ModelVersion], int]:
+    get(session, owner_id, model_id)
+    total = session.scalar(
+        select(func.count()).select_from(ModelVersion).where(ModelVersion.model_id == model_id)
+    ) or 0
+    rows = session.scalars(
+        select(ModelVersion)
+        .where(ModelVersion.model_id == model_id)
+        .order_by(ModelVersion.version.desc())
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return list(rows), int(total)
+
+
+def get_version(
+    session: Session, owner_id: str, model_id: str, version: int | None, *, with_data: bool = False
+) -> tuple[Model, ModelVersion]:
+    """The model and one of its versions (the latest when ``version`` is None).
+
+    Raises NotFound for a missing model or version, and :class:`NoVersion` (409) when nothing is trained yet.
+    """
+    from service.errors import Conflict
+
+    model = get(session, owner_id, model_id)
+    if version is None:
+        if model.latest_version is None:
+            raise Conflict(f"model {model_id} has no trained version yet: run a training job first")
+        version = model.latest_version
+    stmt = select(ModelVersion).where(ModelVersion.model_id == model_id, ModelVersion.version == version)
+    if with_data:
+        stmt = stmt.options(undefer(ModelVersion.data))
+    row = session.scalars(stmt).one_or_none()
+    if row is None:
+        raise NotFound(f"model {model_id} has no version {version}")
+    return model, row
+
+
+def export(session: Session, owner_id: str, model_id: str, fmt: str, version: int | None) -> tuple[bytes, str, str]:
+    """(content, media type, file name) of a trained version."""
+    if fmt != "npz":
+        # Check ownership and existence first, so another owner's model still answers 404.
+        get(session, owner_id, model_id)
+        raise NotImplementedYet(f"export format {fmt!r} is not available yet; use format=npz")
+    _model, row = get_version(session, owner_id, model_id, version, with_data=True)
+    return row.data, "application/octet-stream", f"model-{model_id}-v{row.version}.npz"

@@ -1,0 +1,229 @@
+"""The training run's database logic, against a fake engine with the real interface."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy import exc as sa_exc
+
+from service.db.models import Checkpoint, Job, Model, ModelVersion
+from workers import runner
+from workers.runner import db_retry, run_job
+
+from .conftest import FakeModel, SimulatedCrash
+
+
+def job_row(sf, job_id):
+    with sf() as s:
+        return s.get(Job, job_id)
+
+
+def test_success_writes_version_history_and_prunes_checkpoints(sf, settings, make_job, fake_engine):
+    job_id = make_job(epochs=5)
+    assert run_job(job_id, settings=settings, session_factory=sf) == "succeeded"
+    job = job_row(sf, job_id)
+    assert job.status == "succeeded" and job.result_version == 1 and job.attempts == 1
+    assert [r["epoch"] for r in job.history] == [1, 2, 3, 4, 5]
+    assert job.error is None and job.finished_at is not None
+    with sf() as s:
+        versions = s.scalars(select(ModelVersion)).all()
+        assert [(v.version, v.job_id) for v in versions] == [(1, job_id)]
+        assert versions[0].classes == ["no", "yes"]
+        assert "grad_norms" not in versions[0].metrics and "loss" in versions[0].metrics
+        assert s.get(Model, job.model_id).latest_version == 1
+        cks = s.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id)).all()
+        # finished: the best and the last (the loss falls every epoch, so they are the same one)
+        assert [c.epoch for c in cks] == [5] and cks[0].is_best
+    # the service-only key never reaches fit()
+    assert "checkpoint_every" not in FakeModel.calls[0][1]
+
+
+def test_second_delivery_does_nothing(sf, settings, make_job, fake_engine):
+    job_id = make_job()
+    assert run_job(job_id, settings=settings, session_factory=sf) == "succeeded"
+    assert run_job(job_id, settings=settings, session_factory=sf) == "skipped"
+    with sf() as s:
+        assert len(s.scalars(select(ModelVersion)).all()) == 1
+    assert job_row(sf, job_id).attempts == 1
+
+
+def test_concurrent_deliveries_claim_once(sf, settings, make_job, fake_engine):
+    job_id = make_job(batch_sleep=0.01)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(
+        run_job(job_id, settings=settings, session_factory=sf))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["skipped"] * 3 + ["succeeded"]
+
+
+def test_versions_are_numbered_per_model(sf, settings, make_job, fake_engine):
+    first = make_job()
+    with sf() as s:
+        model_id = s.get(Job, first).model_id
+    ids = [first]
+    for _ in range(2):
+        with sf() as s, s.begin():
+            src = s.get(Job, first)
+            j = Job(owner_id=src.owner_id, model_id=model_id, dataset_id=src.dataset_id,
+                    config=src.config, epochs=src.epochs, history=[])
+            s.add(j)
+            s.flush()
+            ids.append(j.id)
+    for j in ids:
+        assert run_job(j, settings=settings, session_factory=sf) == "succeeded"
+    assert [job_row(sf, j).result_version for j in ids] == [1, 2, 3]
+
+
+def test_keeps_last_three_and_best_while_running(sf, settings, make_job, fake_engine):
+    job_id = make_job(epochs=6, crash_after=6)
+    with pytest.raises(SimulatedCrash):
+        run_job(job_id, settings=settings, session_factory=sf)
+    with sf() as s:
+        cks = s.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id)
+                        .order_by(Checkpoint.epoch)).all()
+    assert [c.epoch for c in cks] == [4, 5, 6]
+    assert [c.is_best for c in cks] == [False, False, True]
+
+
+def test_resume_from_latest_checkpoint_after_a_crash(sf, settings, make_job, fake_engine):
+    # uninterrupted reference
+    ref = make_job(epochs=4)
+    run_job(ref, settings=settings, session_factory=sf)
+    # crash after epoch 2, then the reconciler's re-queue
+    job_id = make_job(epochs=4, crash_after=2)
+    with pytest.raises(SimulatedCrash):
+        run_job(job_id, settings=settings, session_factory=sf)
+    with sf() as s, s.begin():
+        j = s.get(Job, job_id)
+        assert j.status == "running" and j.epoch == 2
+        j.status, j.worker = "queued", None
+        cfg = dict(j.config)
+        cfg.pop("crash_after")
+        j.config = cfg
+    # the checkpoint carries the fit config; the fake resume keeps crash_after=2 but epoch 2 is past
+    FakeModel.calls = []
+    assert run_job(job_id, settings=settings, session_factory=sf) == "succeeded"
+    assert FakeModel.calls == [("resume", 2)]
+    job = job_row(sf, job_id)
+    assert job.attempts == 2 and [r["epoch"] for r in job.history] == [1, 2, 3, 4]
+    with sf() as s:
+        a, b = (s.scalars(select(ModelVersion.data).where(ModelVersion.job_id == j)).one()
+                for j in (ref, job_id))
+    assert a == b  # the fake's state is a pure function of the epochs run, like the engine's
+
+
+def test_history_rows_past_the_checkpoint_are_replaced(sf, settings, make_job, fake_engine):
+    job_id = make_job(epochs=4, checkpoint_every=2, crash_after=3)
+    with pytest.raises(SimulatedCrash):
+        run_job(job_id, settings=settings, session_factory=sf)
+    assert [r["epoch"] for r in job_row(sf, job_id).history] == [1, 2, 3]
+    with sf() as s, s.begin():
+        s.execute(update(Job).where(Job.id == job_id).values(status="queued", worker=None))
+    assert run_job(job_id, settings=settings, session_factory=sf) == "succeeded"
+    assert FakeModel.calls[-1] == ("resume", 2)
+    assert [r["epoch"] for r in job_row(sf, job_id).history] == [1, 2, 3, 4]
+
+
+def test_diverged_fails_with_advice(sf, settings, make_job, fake_engine):
+    job_id = make_job(epochs=5, diverge_at=3, optimizer={"type": "sgd", "learning_rate": 10.0})
+    assert run_job(job_id, settings=settings, session_factory=sf) == "failed"
+    job = job_row(sf, job_id)
+    assert job.status == "failed" and job.error["code"] == "diverged"
+    msg = job.error["message"]
+    assert "epoch 3" in msg and "learning rate" in msg and "clipnorm" in msg and "10" in msg
+
+
+def test_unexpected_error_fails_the_job(sf, settings, make_job, fake_engine, monkeypatch):
+    job_id = make_job()
+    monkeypatch.setattr(fake_engine, "build", lambda spec, seed=None: 1 / 0)
+    assert run_job(job_id, settings=settings, session_factory=sf) == "failed"
+    assert job_row(sf, job_id).error["code"] == "training_error"
+
+
+def test_cancel_while_running_lands_within_a_second(sf, settings, make_job, fake_engine):
+    job_id = make_job(epochs=1000, batch_sleep=0.02)
+    out = []
+    t = threading.Thread(target=lambda: out.append(
+        run_job(job_id, settings=settings, session_factory=sf)))
+    t.start()
+    deadline = time.monotonic() + 10
+    while job_row(sf, job_id).epoch < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    t0 = time.monotonic()
+    with sf() as s, s.begin():
+        s.execute(update(Job).where(Job.id == job_id).values(cancel_requested=True))
+    while job_row(sf, job_id).status == "running" and time.monotonic() - t0 < 5:
+        time.sleep(0.01)
+    elapsed = time.monotonic() - t0
+    t.join(5)
+    assert out == ["cancelled"] and job_row(sf, job_id).status == "cancelled"
+    assert elapsed < 1.0, elapsed
+
+
+def test_cancel_requested_while_queued(sf, settings, make_job, fake_engine):
+    job_id = make_job()
+    with sf() as s, s.begin():
+        s.execute(update(Job).where(Job.id == job_id).values(cancel_requested=True))
+    assert run_job(job_id, settings=settings, session_factory=sf) == "skipped"
+    assert job_row(sf, job_id).status == "cancelled"
+
+
+def test_worker_that_lost_its_job_stops_quietly(sf, settings, make_job, fake_engine):
+    job_id = make_job(epochs=1000, batch_sleep=0.02)
+    out = []
+    t = threading.Thread(target=lambda: out.append(
+        run_job(job_id, settings=settings, session_factory=sf)))
+    t.start()
+    while job_row(sf, job_id).epoch < 1:
+        time.sleep(0.02)
+    with sf() as s, s.begin():  # the reconciler gave it to someone else
+        s.execute(update(Job).where(Job.id == job_id).values(status="queued", worker=None))
+    t.join(5)
+    assert out == ["lost"]
+    job = job_row(sf, job_id)
+    assert job.status == "queued"  # untouched by the old worker
+
+
+def test_heartbeat_advances_while_training(sf, settings, make_job, fake_engine):
+    job_id = make_job(epochs=1, batches=40, batch_sleep=0.02)  # one 0.8 s epoch
+    beats = set()
+    t = threading.Thread(target=run_job, args=(job_id,),
+                         kwargs={"settings": settings, "session_factory": sf})
+    t.start()
+    while t.is_alive():
+        beats.add(job_row(sf, job_id).heartbeat_at)
+        time.sleep(0.05)
+    assert len(beats) >= 3  # claim + heartbeats every 0.2 s within the single epoch
+
+
+def test_db_retry_retries_transient_errors_only():
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise sa_exc.OperationalError("SELECT 1", {}, Exception("connection refused"))
+        return "ok"
+
+    assert db_retry(flaky, what="t", sleep=lambda _s: None) == "ok" and len(calls) == 3
+
+    def broken():
+        raise sa_exc.IntegrityError("INSERT", {}, Exception("duplicate"))
+
+    with pytest.raises(sa_exc.IntegrityError):
+        db_retry(broken, what="t", sleep=lambda _s: None)
+
+
+def test_jsonable_turns_numpy_and_nan_into_json():
+    import numpy as np
+
+    out = runner.jsonable({"a": np.float32(1.5), "b": np.int64(2), "c": float("nan"),
+                           "d": [np.float64(np.inf)], "e": np.array([1, 2])})
+    assert out == {"a": 1.5, "b": 2, "c": None, "d": [None], "e": [1, 2]}
+    json.dumps(out, allow_nan=False)

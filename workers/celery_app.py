@@ -1,0 +1,88 @@
+"""The worker's Celery app: ``celery -A workers.celery_app worker -Q training -c 1``.
+
+It starts from the configuration the API sends with (``service.celery_client.celery_config``) and adds
+what only a consumer needs.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+from celery import Celery, signals
+
+from service.celery_client import celery_config, is_sqla_broker, prepare_sqla_broker
+from service.config import get_settings
+
+log = logging.getLogger(__name__)
+
+#: Seconds between polls of the embedded SQLAlchemy broker. kombu only honours this as a class
+#: attribute: as a broker transport option it would be handed to create_engine() and crash the
+#: worker. At 0.1 s a message starts about 60 ms after it is sent.
+SQLA_POLLING_INTERVAL_S = 0.1
+
+settings = get_settings()
+broker_url = settings.resolved_broker_url
+
+if is_sqla_broker(broker_url):
+    from kombu.transport import sqlalchemy as _kombu_sqla
+
+    _kombu_sqla.Transport.polling_interval = SQLA_POLLING_INTERVAL_S
+    prepare_sqla_broker(broker_url)
+
+app = Celery("backprop", include=["workers.tasks"], set_as_current=True)
+app.conf.update(celery_config(settings))
+app.conf.update(
+    # acks_late: the message is acknowledged only after the task returns, so a worker that dies
+    # mid-job does not silently swallow it. Tasks can therefore run twice; the training task is
+    # idempotent per job id (the queued -> running claim is atomic), and the reconciler, not the
+    # broker, re-queues jobs whose worker stopped heart-beating.
+    task_acks_late=True,
+    # A killed child is recovered by the reconciler (stale heartbeat -> re-queue with an attempt
+    # counted); re-delivering the message as well would only add a duplicate.
+    task_reject_on_worker_lost=False,
+    # Prefetch 1: a worker holds at most the job it runs, so a queued job never waits behind a long
+    # job on a busy worker while another worker idles.
+    worker_prefetch_multiplier=1,
+    task_ignore_result=True,
+    task_soft_time_limit=settings.task_soft_time_limit_s,
+    task_time_limit=settings.task_hard_time_limit_s,
+    task_track_started=False,
+    # A Redis restart must not kill running jobs: they finish and write their results to the
+    # database; their (lost) acks do not matter because the job row is the truth.
+    worker_cancel_long_running_tasks_on_connection_loss=False,
+    broker_connection_retry=True,
+    broker_connection_max_retries=None,
+    worker_send_task_events=False,
+    worker_hijack_root_logger=False,
+    # The SQLAlchemy transport has no fanout exchange, which remote control (pidbox) needs.
+    worker_enable_remote_control=not is_sqla_broker(broker_url),
+)
+
+
+_stop_reconciler = None
+
+
+@signals.worker_ready.connect
+def _start_reconciler(sender=None, **_kwargs):  # pragma: no cover - exercised by e2e tests
+    """Every worker's main process also runs the reconciler loop (conditional updates make several
+    reconcilers at once safe), so recovery works even where the API runs none."""
+    global _stop_reconciler
+    if os.environ.get("BACKPROP_WORKER_RECONCILER", "1") == "0":
+        return
+    from service.reconciler import start_reconciler_thread
+
+    _stop_reconciler = start_reconciler_thread(settings)
+
+
+@signals.worker_shutdown.connect
+def _stop(sender=None, **_kwargs):  # pragma: no cover - exercised by e2e tests
+    if _stop_reconciler is not None:
+        _stop_reconciler()
+
+
+@signals.worker_process_init.connect
+def _fresh_connections(**_kwargs):  # pragma: no cover - runs in pool children
+    """A forked pool child must not reuse database connections inherited from the parent."""
+    from service.db import session as db_session
+
+    db_session.engine_for.cache_clear()

@@ -1,0 +1,621 @@
+"""One training run: load from the database -> run the engine -> persist.
+
+The job row is the truth. Every write below is fenced by the claim token stored in ``jobs.worker``
+when the job went ``queued -> running``: a worker that lost its job (the reconciler re-queued it
+after a long stall, or the model was deleted) finds its conditional UPDATEs match nothing and stops
+quietly instead of overwriting someone else's run.
+
+Crash safety: the history row, the progress and a checkpoint are written in one transaction per
+epoch, so a worker killed at any instant leaves either the previous or the new state, never a torn
+one; the next attempt resumes from the latest checkpoint with ``engine.resume`` and, because the
+engine's resume is bit-exact, ends with the same weights as an uninterrupted run.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, TypeVar
+
+import numpy as np
+from sqlalchemy import delete, func, select, update
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm import Session, sessionmaker, undefer
+
+from service.config import Settings, get_settings
+from service.db.models import Checkpoint, Dataset, Job, Model, ModelVersion
+from service.db.session import session_factory as make_session_factory
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Job config keys that are the service's, not the engine's fit() arguments.
+SERVICE_KEYS = frozenset({"checkpoint_every", "model_id", "dataset_id", "name"})
+#: History keys that are not metrics of the trained model.
+NON_METRIC_KEYS = frozenset({"epoch", "grad_norms", "seconds", "learning_rate"})
+#: Checkpoints kept per job while it runs (plus the best one).
+KEEP_LAST_CHECKPOINTS = 3
+#: How often the monitor thread looks for a cancel request (the contract: within one second).
+CANCEL_POLL_S = 0.25
+#: Give up retrying a transient database error after this long; the job then stays ``running`` with
+#: a stale heartbeat and the reconciler re-queues it: a database outage never marks a job failed.
+DB_RETRY_TOTAL_S = 600.0
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class JobLost(Exception):
+    """This worker no longer owns the job (re-queued elsewhere, finished, or deleted)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Transient database errors
+# --------------------------------------------------------------------------------------------------
+
+TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
+    sa_exc.OperationalError,  # connection refused/lost, SQLite "database is locked"
+    sa_exc.InterfaceError,
+    sa_exc.DisconnectionError,
+    sa_exc.TimeoutError,  # pool checkout timeout
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, TRANSIENT_DB_ERRORS):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return False
+
+
+def db_retry(
+    fn: Callable[[], T],
+    *,
+    what: str,
+    total_s: float = DB_RETRY_TOTAL_S,
+    first_delay_s: float = 0.1,
+    max_delay_s: float = 5.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Run ``fn`` (one whole transaction), retrying transient database errors with full-jitter
+    exponential backoff for up to ``total_s`` seconds; anything else propagates at once."""
+    deadline = time.monotonic() + total_s
+    delay = first_delay_s
+    attempt = 0
+    while True:
+        try:
+            return fn()
+        except Exception as exc:
+            if not is_transient(exc) or time.monotonic() >= deadline:
+                raise
+            attempt += 1
+            pause = random.uniform(delay / 2, delay)
+            log.warning("%s: transient database error (try %d), retrying in %.2fs: %s",
+                        what, attempt, pause, str(exc).splitlines()[0] if str(exc) else exc)
+            sleep(pause)
+            delay = min(delay * 2, max_delay_s)
+
+
+# --------------------------------------------------------------------------------------------------
+# Small helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def jsonable(value: Any) -> Any:
+    """NumPy scalars and arrays to plain JSON; NaN and infinities to None (PostgreSQL's JSON
+    rejects them)."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer, int)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        f = float(value)
+        return f if math.isfinite(f) else None
+    return value
+
+
+def row_metrics(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k not in NON_METRIC_KEYS}
+
+
+def monitor_value(metrics: dict[str, Any]) -> float | None:
+    """The value that ranks checkpoints: val_loss when there is a validation split, else loss."""
+    for key in ("val_loss", "loss"):
+        v = metrics.get(key)
+        if isinstance(v, (int, float)) and math.isfinite(v):
+            return float(v)
+    return None
+
+
+def worker_token() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def fit_config(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in SERVICE_KEYS}
+
+
+def divergence_message(exc: BaseException, config: dict[str, Any]) -> str:
+    epoch = getattr(exc, "epoch", None)
+    batch = getattr(exc, "batch", None)
+    where = f"epoch {epoch}" if epoch is not None else "an early epoch"
+    if batch is not None:
+        where += f", batch {batch}"
+    opt = config.get("optimizer") or {}
+    lr = opt.get("learning_rate") if isinstance(opt, dict) else None
+    lower = f"a learning rate below {lr:g}" if isinstance(lr, (int, float)) else "a lower learning rate"
+    return (
+        f"Training diverged at {where}: the loss became NaN or infinite. "
+        f"Try {lower} (e.g. ten times smaller) or gradient clipping "
+        f'(e.g. "clipnorm": 1.0 in the optimizer).'
+    )
+
+
+def training_arrays(
+    ds: "DatasetInfo", blob: bytes, claim: "Claim"
+) -> tuple[np.ndarray, np.ndarray]:
+    """X shaped for the model, y in the form the job's loss expects (``service.training_data``)."""
+    from types import SimpleNamespace
+
+    from service.training_data import n_outputs_of, training_arrays as arrays
+
+    row = SimpleNamespace(data=blob, task=ds.task, classes=ds.classes)
+    return arrays(row, claim.input_shape, claim.config.get("loss"), n_outputs_of(claim.summary))
+
+
+# --------------------------------------------------------------------------------------------------
+# Database steps (each one transaction; writes fenced by the claim token)
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DatasetInfo:
+    id: str
+    task: str
+    classes: list[Any] | None
+    feature_names: list[Any]
+    target_names: list[Any]
+
+
+@dataclass
+class Claim:
+    job_id: str
+    token: str
+    attempt: int
+    model_id: str
+    dataset_id: str | None
+    spec: dict[str, Any]
+    input_shape: list[int]
+    summary: dict[str, Any]
+    config: dict[str, Any]
+    epochs: int
+
+
+@dataclass
+class Store:
+    """The worker's database steps."""
+
+    sf: sessionmaker[Session]
+
+    def claim(self, job_id: str, token: str) -> Claim | None:
+        """queued -> running, atomically. None when the job is not queued (a second delivery, a
+        finished or deleted job); a queued job with a cancel request is ended ``cancelled``."""
+        with self.sf() as s, s.begin():
+            now = utcnow()
+            res = s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == "queued", Job.cancel_requested.is_(False))
+                .values(
+                    status="running",
+                    attempts=Job.attempts + 1,
+                    worker=token,
+                    heartbeat_at=now,
+                    started_at=func.coalesce(Job.started_at, now),
+                    error=None,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            if res.rowcount != 1:
+                s.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.status == "queued", Job.cancel_requested.is_(True))
+                    .values(status="cancelled", finished_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+                return None
+            job = s.execute(select(Job).where(Job.id == job_id)).scalar_one()
+            model = s.get(Model, job.model_id)
+            if model is None:  # pragma: no cover - the job would have been cascade-deleted
+                return None
+            return Claim(
+                job_id=job.id,
+                token=token,
+                attempt=job.attempts,
+                model_id=job.model_id,
+                dataset_id=job.dataset_id,
+                spec=dict(model.spec),
+                input_shape=[int(d) for d in model.input_shape],
+                summary=dict(model.summary or {}),
+                config=dict(job.config or {}),
+                epochs=job.epochs,
+            )
+
+    def load_dataset(self, dataset_id: str) -> tuple[DatasetInfo, bytes] | None:
+        with self.sf() as s:
+            ds = s.execute(
+                select(Dataset).options(undefer(Dataset.data)).where(Dataset.id == dataset_id)
+            ).scalar_one_or_none()
+            if ds is None:
+                return None
+            info = DatasetInfo(
+                id=ds.id,
+                task=ds.task,
+                classes=list(ds.classes) if ds.classes is not None else None,
+                feature_names=list(ds.feature_names or []),
+                target_names=list(ds.target_names or []),
+            )
+            return info, ds.data
+
+    def latest_checkpoint(self, job_id: str) -> tuple[int, bytes] | None:
+        with self.sf() as s:
+            ck = s.execute(
+                select(Checkpoint)
+                .options(undefer(Checkpoint.data))
+                .where(Checkpoint.job_id == job_id)
+                .order_by(Checkpoint.epoch.desc())
+                .limit(1)
+            ).scalar_one_or_none()
+            return (ck.epoch, ck.data) if ck is not None else None
+
+    def _owned_job(self, s: Session, c: Claim) -> Job | None:
+        return s.execute(
+            select(Job)
+            .where(Job.id == c.job_id, Job.worker == c.token, Job.status == "running")
+            .with_for_update()
+        ).scalar_one_or_none()
+
+    def record_epoch(
+        self, c: Claim, epoch: int, row: dict[str, Any], checkpoint: bytes | None
+    ) -> bool:
+        """History row + progress + heartbeat (+ checkpoint and pruning) in one transaction.
+        False when this worker no longer owns the job."""
+        with self.sf() as s, s.begin():
+            job = self._owned_job(s, c)
+            if job is None:
+                return False
+            now = utcnow()
+            # Rows past a resumed checkpoint were lost with the previous attempt's state: replace.
+            history = [r for r in (job.history or []) if int(r.get("epoch", 0)) < epoch]
+            history.append(row)
+            job.history = history
+            job.epoch = epoch
+            job.heartbeat_at = now
+            if checkpoint is not None:
+                self._write_checkpoint(s, c.job_id, epoch, row_metrics(row), checkpoint, now)
+            return True
+
+    def _write_checkpoint(
+        self, s: Session, job_id: str, epoch: int, metrics: dict[str, Any], data: bytes,
+        now: datetime,
+    ) -> None:
+        s.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.epoch == epoch))
+        value = monitor_value(metrics)
+        best = s.execute(
+            select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.is_best.is_(True))
+        ).scalars().all()
+        best_value = min((v for v in (monitor_value(b.metrics or {}) for b in best)
+                          if v is not None), default=None)
+        is_best = value is not None and (best_value is None or value < best_value)
+        if is_best:
+            for b in best:
+                b.is_best = False
+        s.add(Checkpoint(job_id=job_id, epoch=epoch, metrics=metrics, is_best=is_best,
+                         size_bytes=len(data), data=data, created_at=now))
+        s.flush()
+        self._prune(s, job_id, keep_last=KEEP_LAST_CHECKPOINTS)
+
+    @staticmethod
+    def _prune(s: Session, job_id: str, keep_last: int) -> None:
+        rows = s.execute(
+            select(Checkpoint.id, Checkpoint.is_best)
+            .where(Checkpoint.job_id == job_id)
+            .order_by(Checkpoint.epoch.desc())
+        ).all()
+        keep = {r.id for r in rows[:keep_last]} | {r.id for r in rows if r.is_best}
+        drop = [r.id for r in rows if r.id not in keep]
+        if drop:
+            s.execute(delete(Checkpoint).where(Checkpoint.id.in_(drop)))
+
+    def heartbeat(self, c: Claim) -> bool:
+        with self.sf() as s, s.begin():
+            res = s.execute(
+                update(Job)
+                .where(Job.id == c.job_id, Job.worker == c.token, Job.status == "running")
+                .values(heartbeat_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+            return res.rowcount == 1
+
+    def poll(self, c: Claim) -> tuple[bool, bool]:
+        """(still owned, cancel requested)."""
+        with self.sf() as s:
+            row = s.execute(
+                select(Job.status, Job.worker, Job.cancel_requested).where(Job.id == c.job_id)
+            ).one_or_none()
+        if row is None or row.status != "running" or row.worker != c.token:
+            return False, False
+        return True, bool(row.cancel_requested)
+
+    def complete(
+        self, c: Claim, ds: DatasetInfo, model_bytes: bytes, history: list[dict[str, Any]]
+    ) -> int | None:
+        """The new model version and ``succeeded``, in ONE transaction. Returns the version, or None
+        when this worker no longer owns the job."""
+        with self.sf() as s, s.begin():
+            job = self._owned_job(s, c)
+            if job is None:
+                return None
+            now = utcnow()
+            existing = s.execute(
+                select(ModelVersion.version).where(ModelVersion.job_id == c.job_id)
+            ).scalar_one_or_none()
+            # Lock the model row: version numbers are taken one writer at a time (PostgreSQL).
+            model = s.execute(
+                select(Model).where(Model.id == c.model_id).with_for_update()
+            ).scalar_one_or_none()
+            if model is None:
+                return None
+            if existing is not None:  # pragma: no cover - defence in depth (unique job_id)
+                version = existing
+            else:
+                last = s.execute(
+                    select(func.max(ModelVersion.version)).where(ModelVersion.model_id == c.model_id)
+                ).scalar()
+                version = (last or 0) + 1
+                metrics = row_metrics(history[-1]) if history else {}
+                s.add(ModelVersion(
+                    model_id=c.model_id, version=version, job_id=c.job_id, dataset_id=ds.id,
+                    task=ds.task, classes=ds.classes, feature_names=ds.feature_names,
+                    target_names=ds.target_names, metrics=metrics, size_bytes=len(model_bytes),
+                    data=model_bytes, created_at=now,
+                ))
+            job.status = "succeeded"
+            job.result_version = version
+            job.history = history
+            job.epoch = int(history[-1].get("epoch", len(history))) if history else job.epoch
+            job.finished_at = now
+            job.heartbeat_at = now
+            job.error = None
+            if (model.latest_version or 0) < version:
+                model.latest_version = version
+            # A finished job keeps only its best and its last checkpoint.
+            s.flush()
+            self._prune(s, c.job_id, keep_last=1)
+            return version
+
+    def finish(self, c: Claim, status: str, error: dict[str, Any] | None = None) -> bool:
+        with self.sf() as s, s.begin():
+            res = s.execute(
+                update(Job)
+                .where(Job.id == c.job_id, Job.worker == c.token, Job.status == "running")
+                .values(status=status, error=error, finished_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+            return res.rowcount == 1
+
+
+# --------------------------------------------------------------------------------------------------
+# The monitor thread: heartbeat and cancellation
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Monitor:
+    store: Store
+    claim: Claim
+    heartbeat_interval_s: float
+    poll_s: float = CANCEL_POLL_S
+    cancel: threading.Event = field(default_factory=threading.Event)
+    lost: threading.Event = field(default_factory=threading.Event)
+    _halt: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    @property
+    def should_stop(self) -> bool:
+        return self.cancel.is_set() or self.lost.is_set()
+
+    def start(self) -> "Monitor":
+        self._thread = threading.Thread(
+            target=self._run, name=f"monitor-{self.claim.job_id[:8]}", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._halt.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        last_beat = time.monotonic()
+        while not self._halt.wait(self.poll_s):
+            try:
+                owned, cancel = self.store.poll(self.claim)
+                if not owned:
+                    self.lost.set()
+                    return
+                if cancel:
+                    self.cancel.set()
+                if time.monotonic() - last_beat >= self.heartbeat_interval_s:
+                    if not self.store.heartbeat(self.claim):
+                        self.lost.set()
+                        return
+                    last_beat = time.monotonic()
+            except Exception as exc:  # a DB hiccup: the training goes on; next poll retries
+                log.warning("job %s: heartbeat/poll failed: %s", self.claim.job_id, exc)
+
+
+# --------------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------------
+
+
+def run_job(
+    job_id: str,
+    *,
+    settings: Settings | None = None,
+    session_factory: sessionmaker[Session] | None = None,
+) -> str:
+    """Run job ``job_id`` to its end. Returns the outcome: ``skipped`` (not claimable: a duplicate
+    delivery, a finished or cancelled job), ``succeeded``, ``failed``, ``cancelled``, ``lost`` (this
+    worker lost the job to a re-queue or a deletion) or ``interrupted`` (the database stayed
+    unreachable: the job is left to the reconciler)."""
+    settings = settings or get_settings()
+    sf = session_factory or make_session_factory(settings.resolved_database_url)
+    store = Store(sf)
+    token = worker_token()
+    try:
+        claim = db_retry(lambda: store.claim(job_id, token), what=f"claim {job_id}")
+    except Exception as exc:
+        if is_transient(exc):
+            log.error("job %s: database unreachable, leaving the message to the reconciler", job_id)
+            return "interrupted"
+        raise
+    if claim is None:
+        log.info("job %s: not queued (duplicate delivery or finished); nothing to do", job_id)
+        return "skipped"
+    log.info("job %s: claimed by %s (attempt %d)", job_id, token, claim.attempt)
+    monitor = Monitor(store, claim, settings.heartbeat_interval_s).start()
+    try:
+        return _train(store, claim, monitor)
+    except Exception as exc:
+        if is_transient(exc):
+            log.error("job %s: database unreachable for too long; the reconciler will re-queue it",
+                      job_id)
+            return "interrupted"
+        if isinstance(exc, JobLost):
+            return "lost"
+        code, message = classify_failure(exc, claim.config)
+        if code == "training_error":
+            log.exception("job %s failed", job_id)
+        else:
+            log.info("job %s failed: %s", job_id, message)
+        db_retry(lambda: store.finish(claim, "failed", {"code": code, "message": message}),
+                 what=f"fail {job_id}")
+        return "failed"
+    finally:
+        monitor.stop()
+
+
+def classify_failure(exc: BaseException, config: dict[str, Any]) -> tuple[str, str]:
+    import engine
+
+    if isinstance(exc, getattr(engine, "Diverged", ())):
+        return "diverged", divergence_message(exc, config)
+    if isinstance(exc, getattr(engine, "SpecError", ())):
+        return "invalid_spec", str(exc)
+    try:
+        from celery.exceptions import SoftTimeLimitExceeded
+    except ImportError:  # pragma: no cover
+        SoftTimeLimitExceeded = ()  # type: ignore[assignment]
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return "time_limit", "The job ran past the worker's time limit."
+    return "training_error", f"{type(exc).__name__}: {exc}"
+
+
+def _train(store: Store, claim: Claim, monitor: Monitor) -> str:
+    import engine
+
+    job_id = claim.job_id
+    if claim.dataset_id is None:
+        db_retry(lambda: store.finish(claim, "failed", {
+            "code": "dataset_deleted", "message": "The job's dataset was deleted."}),
+            what=f"fail {job_id}")
+        return "failed"
+    loaded = db_retry(lambda: store.load_dataset(claim.dataset_id), what=f"load dataset {job_id}")
+    if loaded is None:
+        db_retry(lambda: store.finish(claim, "failed", {
+            "code": "dataset_deleted", "message": "The job's dataset was deleted."}),
+            what=f"fail {job_id}")
+        return "failed"
+    ds, blob = loaded
+    X, y = training_arrays(ds, blob, claim)
+    del blob
+    config = claim.config
+
+    every = int(config.get("checkpoint_every") or 0)
+
+    def on_epoch(event: Any) -> None:
+        if monitor.should_stop:
+            event.stop()
+            return
+        epoch = int(event.epoch)
+        row = jsonable(dict(event.row))
+        row.setdefault("epoch", epoch)
+        data = event.checkpoint() if every > 0 and epoch % every == 0 else None
+        owned = db_retry(lambda: store.record_epoch(claim, epoch, row, data),
+                         what=f"record epoch {epoch} of {job_id}")
+        if not owned:
+            monitor.lost.set()
+            event.stop()
+
+    def on_batch(event: Any) -> None:
+        if monitor.should_stop:
+            event.stop()
+
+    resume_from = db_retry(lambda: store.latest_checkpoint(job_id), what=f"checkpoint {job_id}")
+    if resume_from is not None:
+        epoch, data = resume_from
+        log.info("job %s: resuming from the checkpoint of epoch %d", job_id, epoch)
+        model, history = engine.resume(data, X, y, callbacks=[on_epoch], batch_callbacks=[on_batch])
+    else:
+        model = engine.build(claim.spec, seed=config.get("seed"))
+        history = model.fit(X, y, callbacks=[on_epoch], batch_callbacks=[on_batch],
+                            **fit_config(config))
+
+    if monitor.lost.is_set():
+        log.info("job %s: no longer owned by this worker; stopping", job_id)
+        return "lost"
+    if monitor.cancel.is_set():
+        db_retry(lambda: store.finish(claim, "cancelled"), what=f"cancel {job_id}")
+        log.info("job %s: cancelled", job_id)
+        return "cancelled"
+    model_bytes = model.to_bytes()
+    history = jsonable(list(history))
+    version = _complete_with_retry(store, claim, ds, model_bytes, history)
+    if version is None:
+        return "lost"
+    log.info("job %s: succeeded, version %d", job_id, version)
+    return "succeeded"
+
+
+def _complete_with_retry(
+    store: Store, claim: Claim, ds: DatasetInfo, model_bytes: bytes, history: list[dict[str, Any]]
+) -> int | None:
+    # Two jobs of one model finishing at once can race for the same version number on SQLite
+    # (PostgreSQL serializes them on the model row lock); the loser retries with the next number.
+    for attempt in range(5):
+        try:
+            return db_retry(lambda: store.complete(claim, ds, model_bytes, history),
+                            what=f"complete {claim.job_id}")
+        except sa_exc.IntegrityError:
+            if attempt == 4:
+                raise
+            time.sleep(random.uniform(0.05, 0.2))
+    return None  # pragma: no cover
