@@ -128,14 +128,19 @@ class Model:
 
     # -- data preparation -------------------------------------------------------------------------
     def _as_input(self, X) -> np.ndarray:
-        """(N, *input_shape) in the model's dtype; accepts flat rows (N, prod(input_shape)) too."""
+        """(N, *input_shape), a view where possible. Rows may come flat (N, prod(input_shape)) or shaped;
+        a 1-D array is one row (or N scalar rows for a one-value input)."""
         X = np.asarray(X)
+        n_in = self.input_size
         if X.ndim == 1:
-            X = X.reshape(-1, self.input_size)
+            if X.shape[0] == n_in:
+                X = X.reshape(1, n_in)
+            elif n_in == 1:
+                X = X.reshape(-1, 1)
+        if X.ndim < 2 or math.prod(X.shape[1:]) != n_in:
+            raise ValueError(f"input rows of shape {list(X.shape[1:] if X.ndim > 1 else X.shape)} do not fit "
+                             f"input_shape {list(self.input_shape)}")
         if X.shape[1:] != self.input_shape:
-            if math.prod(X.shape[1:]) != self.input_size:
-                raise ValueError(f"input rows of shape {list(X.shape[1:])} do not fit input_shape "
-                                 f"{list(self.input_shape)}")
             X = X.reshape((X.shape[0],) + self.input_shape)
         return X
 
@@ -269,7 +274,10 @@ class Model:
         X = np.asarray(X)
         if X.dtype != self.dtype:
             X = X.astype(self.dtype)
-        h = X.reshape(-1, n_in) if X.ndim != 2 or X.shape[1] != n_in else X
+        if X.ndim == 2 and X.shape[1] == n_in:
+            h = X
+        else:
+            h = self._as_input(X).reshape(-1, n_in)
         n = h.shape[0]
         if batch_size is not None and n > batch_size:
             return np.concatenate([self.predict(h[i:i + batch_size]) for i in range(0, n, batch_size)])
@@ -286,7 +294,11 @@ class Model:
                 np.matmul(h, step[1], out=buf)
                 buf += step[2]
                 act = step[3]
-                if act.name != "linear":
+                if n == 1 and act.name == "softmax":     # one row: scalar reductions are cheaper
+                    buf -= buf.max()
+                    np.exp(buf, out=buf)
+                    buf *= 1.0 / buf.sum()
+                elif act.name != "linear":
                     act.forward(buf, buf)
                 h = buf
             elif kind == "affine":

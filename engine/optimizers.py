@@ -19,8 +19,8 @@ Exponential moving averages are kept as exponentially weighted *sums*: instead o
 ``m <- m + (1 - beta) * (g - m)`` (three passes) the state is ``S <- beta * S + g`` (two passes) and
 ``m = (1 - beta) * S``; the factor ``1 - beta`` is folded into the step's scalars. The two are the same
 arithmetic up to float rounding (the tests check this against PyTorch and a direct NumPy transcription of the
-Keras formulas). The folded scalars use the betas and rhos as rounded to the buffer's dtype, so that the
-normalization matches the decay that the arrays actually undergo.
+Keras formulas). The folded scalars are computed in Python floats from the exact hyperparameters (as Keras's
+float32 ``1 - beta`` is accurate), then cast once.
 """
 from __future__ import annotations
 
@@ -260,11 +260,6 @@ class Optimizer:
             setattr(self, name, float(np.asarray(state[name])))
 
 
-def _rounded(value: float, dtype: np.dtype) -> float:
-    """``value`` as the buffer's dtype rounds it, back in a Python float."""
-    return float(dtype.type(value))
-
-
 # ----------------------------------------------------------------------------------------------- the rules
 class SGD(Optimizer):
     """Keras SGD: v <- momentum*v - lr*g; w <- w + v (Nesterov: w <- w + momentum*v - lr*g); plain w -= lr*g."""
@@ -330,7 +325,7 @@ class RMSprop(Optimizer):
 
     def _scalars(self, lr, t):
         dt = self._dtype.type
-        rho = _rounded(self.rho, self._dtype)
+        rho = self.rho
         k = 1.0 - rho
         # v - gbar^2 + eps = k * (v_sum - k*g_sum^2 + eps/k);  inc = (lr/sqrt(k)) * g / sqrt(...)
         return dt(rho), dt(k), dt(self.epsilon / k), dt(lr / math.sqrt(k)), dt(self.momentum)
@@ -389,7 +384,7 @@ class Adam(Optimizer):
 
     def _scalars(self, lr, t):
         dt = self._dtype.type
-        b1, b2 = _rounded(self.beta_1, self._dtype), _rounded(self.beta_2, self._dtype)
+        b1, b2 = self.beta_1, self.beta_2
         k1, k2 = 1.0 - b1, 1.0 - b2
         alpha = lr * math.sqrt(1.0 - b2 ** t) / (1.0 - b1 ** t)
         # alpha*m/(sqrt(v)+eps) = (alpha*k1/sqrt(k2)) * m_sum / (sqrt(v_sum) + eps/sqrt(k2))
@@ -445,7 +440,7 @@ class Adadelta(Optimizer):
 
     def _scalars(self, lr, t):
         dt = self._dtype.type
-        rho = _rounded(self.rho, self._dtype)
+        rho = self.rho
         return dt(rho), dt(self.epsilon / (1.0 - rho)), dt(lr)
 
     def _update(self, p, g, tmp, s, c):
@@ -528,7 +523,7 @@ class Nadam(Optimizer):
 
     def _scalars(self, lr, t):
         dt = self._dtype.type
-        b1, b2 = _rounded(self.beta_1, self._dtype), _rounded(self.beta_2, self._dtype)
+        b1, b2 = self.beta_1, self.beta_2
         k1, k2 = 1.0 - b1, 1.0 - b2
         u_t = b1 * (1.0 - 0.5 * 0.96 ** t)
         u_next = b1 * (1.0 - 0.5 * 0.96 ** (t + 1))

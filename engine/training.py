@@ -239,6 +239,14 @@ class _Trainer:
         aug = Augmenter(cfg["augmentation"], model.input_shape) if augmentation_active(cfg["augmentation"]) else None
         abuf = np.empty((bs,) + Xtr.shape[1:], dtype=dt) if aug else None
         acc = MetricAccumulator(self.metric_names, self.loss.name)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            # overflow on the way to a NaN loss is reported once, as Diverged, not as warnings
+            return self._epochs(Xtr, ytr, Xval, yval, bs, shuffle, xbuf, ybuf, aug, abuf, acc, callbacks,
+                                batch_callbacks)
+
+    def _epochs(self, Xtr, ytr, Xval, yval, bs, shuffle, xbuf, ybuf, aug, abuf, acc, callbacks, batch_callbacks):
+        model, cfg = self.model, self.cfg
+        n_train = Xtr.shape[0]
         with_metrics = bool(self.metric_names)
         seed = cfg["seed"]
         ranges = [(layer.name, model.layer_ranges[layer.name]) for layer in model.layers if layer.params]
@@ -246,7 +254,6 @@ class _Trainer:
         opt = self.opt
         step = model._train_step
         loss, fused = self.loss, self.fused
-
         epoch = self.epoch
         while not self.finished and epoch < cfg["epochs"]:
             epoch += 1

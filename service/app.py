@@ -88,6 +88,34 @@ def default_enqueue(settings: Settings) -> Callable[[str], None]:
     return send
 
 
+def _openapi(app: FastAPI) -> dict:
+    """FastAPI's document, with every error response described as what we send: problem+json."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    from fastapi.openapi.utils import get_openapi
+
+    doc = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+    problem = "#/components/schemas/ValidationProblem"
+    for ops in doc.get("paths", {}).values():
+        for op in ops.values():
+            for code, response in (op.get("responses") or {}).items():
+                if not code.isdigit() or int(code) < 400:
+                    continue
+                content = response.get("content") or {}
+                schema = (content.get("application/problem+json") or content.get("application/json") or {}).get(
+                    "schema", {"$ref": "#/components/schemas/Problem"}
+                )
+                if schema.get("$ref", "").endswith("/HTTPValidationError"):
+                    schema = {"$ref": problem}
+                    response["description"] = "Unprocessable content"
+                response["content"] = {"application/problem+json": {"schema": schema}}
+    schemas = doc.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    app.openapi_schema = doc
+    return doc
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -130,6 +158,7 @@ def create_app(
     app.state.model_cache = ModelCache(settings.model_cache_bytes)
     app.state.enqueue = enqueue or default_enqueue(settings)
 
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     install_error_handlers(app)
     for module in (operations, datasets, models, predictions, jobs):
         app.include_router(module.router)

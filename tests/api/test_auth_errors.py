@@ -75,3 +75,23 @@ def test_malformed_json_is_a_problem_not_a_500(client, auth):
     r = client.post("/v1/models", headers={**auth, "content-type": "application/json"}, content=b"[1, 2")
     assert r.status_code == 422
     assert r.headers["content-type"].startswith("application/problem+json")
+
+
+def test_openapi_document_is_complete(client):
+    import json
+    import re
+
+    doc = client.get("/openapi.json").json()
+    text = json.dumps(doc)
+    assert set(re.findall(r"#/components/schemas/(\w+)", text)) <= set(doc["components"]["schemas"])
+    assert "HTTPValidationError" not in text
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            codes = set(op["responses"])
+            if path.startswith("/v1"):
+                assert "401" in codes, (method, path)
+                assert op.get("security"), (method, path)
+            for code, response in op["responses"].items():
+                if int(code) >= 400:
+                    assert list(response["content"]) == ["application/problem+json"], (method, path, code)
+    assert client.get("/docs").status_code == 200

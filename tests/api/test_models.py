@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.api.helpers import MLP, make_model
+from tests.api.helpers import make_model
 
 KERAS = {
     "module": "keras", "class_name": "Sequential", "registered_name": None,

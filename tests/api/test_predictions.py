@@ -150,3 +150,32 @@ def test_cache_is_bounded_by_bytes():
     assert cache.bytes == 60
     cache.evict_model("m")
     assert len(cache) == 0
+
+
+def test_digits_loop_over_http(client, make_key, session_factory):
+    """Upload digits as CSV with string labels, train in-process, predict held-out rows over HTTP."""
+    from sklearn.datasets import load_digits
+
+    auth = {"Authorization": f"Bearer {make_key('digits')}"}
+    X, y = load_digits(return_X_y=True)
+    order = np.random.default_rng(0).permutation(len(y))
+    X, y = X[order], y[order]
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    train, test = slice(0, 1500), slice(1500, None)
+    header = ",".join(f"p{i}" for i in range(64)) + ",digit"
+    lines = [",".join(str(int(v)) for v in row) + "," + names[label] for row, label in zip(X[train], y[train])]
+    ds = make_dataset(client, auth, header + "\n" + "\n".join(lines) + "\n", target="digit", input_shape="8,8")
+    assert ds["classes"] == sorted(names) and ds["input_shape"] == [8, 8]
+    m = make_model(client, auth, {"input_shape": [8, 8], "layers": [
+        {"type": "flatten"}, {"type": "dense", "units": 64, "activation": "relu"},
+        {"type": "dense", "units": 10, "activation": "softmax"}]})
+    job = make_job(client, auth, m["id"], ds["id"], loss="sparse_categorical_crossentropy", epochs=25,
+                   optimizer={"type": "adam", "learning_rate": 0.003}, metrics=["accuracy"], validation_split=0.1)
+    assert run_job_in_process(session_factory, job["id"]) == 1
+    r = client.post(f"/v1/models/{m['id']}/predict", headers=auth, json={"inputs": X[test].tolist()})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    truth = [names[label] for label in y[test]]
+    accuracy = np.mean([p == t for p, t in zip(out["predictions"], truth)])
+    assert accuracy >= 0.95, accuracy
+    assert np.allclose(np.sum(out["probabilities"], axis=1), 1.0)

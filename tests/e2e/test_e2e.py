@@ -208,3 +208,6 @@ def test_killed_worker_job_is_requeued_and_resumes_bit_identical(svc):
     assert [r["epoch"] for r in job["history"]] == list(range(1, long["epochs"] + 1))
     assert_same_weights(weights(svc, model_id, ref["result_version"]),
                         weights(svc, model_id, job["result_version"]))
+    if svc.mode == "production":  # its worker logs at INFO: the second attempt resumed
+        log = svc.logs[1].read_text(errors="replace")
+        assert f"job {job_id}: resuming from the checkpoint of epoch" in log

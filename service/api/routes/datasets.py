@@ -1,7 +1,7 @@
 """/v1/datasets"""
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
 from pydantic import ValidationError
@@ -32,7 +32,7 @@ _UPLOAD_DOC: dict[str, Any] = {
                     },
                 }
             },
-            "application/json": {"schema": {"$ref": "#/components/schemas/DatasetJSONIn"}},
+            "application/json": {"schema": DatasetJSONIn.model_json_schema()},
         },
     }
 }
