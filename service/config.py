@@ -40,9 +40,20 @@ class Settings(BaseSettings):
     max_params: int = 50_000_000
     max_epochs: int = 10_000
     max_predict_rows: int = 10_000
+    # Queued + running jobs one owner may have at once; over it POST /v1/jobs answers 429 (0: no limit).
+    max_concurrent_jobs_per_owner: int = Field(default=100, ge=0)
+    # Per API key token bucket (service.ratelimit), per API process: sustained requests/s and burst; 429 with
+    # Retry-After when empty. 0 disables it. Generous by default so that benchmarks are not throttled.
+    rate_limit_per_s: float = Field(default=1000.0, ge=0)
+    rate_limit_burst: int = Field(default=2000, ge=1)
 
     # Serving
     model_cache_bytes: int = 512 * 1024 * 1024
+
+    # Live events (GET /v1/jobs/{id}/events): one database poll per process for every watched job, and a
+    # comment line on idle streams so that proxies keep them open.
+    events_poll_interval_s: float = 0.5
+    events_keepalive_s: float = 15.0
 
     @property
     def resolved_database_url(self) -> str:

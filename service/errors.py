@@ -99,6 +99,17 @@ class LimitExceeded(Invalid):
     slug = "limit-exceeded"
 
 
+class TooManyRequests(BackpropError):
+    """429: a rate or concurrency limit; ``retry_after`` (seconds) becomes the ``Retry-After`` header."""
+
+    status, title, slug = 429, "Too many requests", "too-many-requests"
+
+    def __init__(self, detail: str, *, retry_after: float) -> None:
+        import math
+
+        super().__init__(detail, headers={"Retry-After": str(max(1, math.ceil(retry_after)))})
+
+
 class NotImplementedYet(BackpropError):
     status, title, slug = 501, "Not implemented", "not-implemented"
 
@@ -192,6 +203,8 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     from service.schemas.common import Problem, ValidationProblem
 
     out: dict[int | str, dict[str, Any]] = {}
+    if 401 in statuses and 429 not in statuses:
+        statuses = (*statuses, 429)  # every authenticated route is rate limited per key
     for status in statuses:
         model = ValidationProblem if status == 422 else Problem
         out[status] = {

@@ -45,6 +45,8 @@ NON_METRIC_KEYS = frozenset({"epoch", "grad_norms", "seconds", "learning_rate"})
 KEEP_LAST_CHECKPOINTS = 3
 #: How often the monitor thread looks for a cancel request (the contract: within one second).
 CANCEL_POLL_S = 0.25
+#: Checkpoints are spaced out so that taking and writing them costs at most this share of training.
+CHECKPOINT_BUDGET = 0.05
 #: Give up retrying a transient database error after this long; the job then stays ``running`` with
 #: a stale heartbeat and the reconciler re-queues it: a database outage never marks a job failed.
 DB_RETRY_TOTAL_S = 600.0
@@ -290,25 +292,34 @@ class Store:
             .with_for_update()
         ).scalar_one_or_none()
 
-    def record_epoch(
-        self, c: Claim, epoch: int, row: dict[str, Any], checkpoint: bytes | None
+    def record_epochs(
+        self, c: Claim, rows: list[dict[str, Any]], checkpoint: tuple[int, bytes] | None = None
     ) -> bool:
-        """History row + progress + heartbeat (+ checkpoint and pruning) in one transaction.
+        """History rows + progress + heartbeat (+ a checkpoint and pruning) in one transaction.
         False when this worker no longer owns the job."""
         with self.sf() as s, s.begin():
             job = self._owned_job(s, c)
             if job is None:
                 return False
             now = utcnow()
+            first = int(rows[0]["epoch"]) if rows else int(job.epoch or 0) + 1
             # Rows past a resumed checkpoint were lost with the previous attempt's state: replace.
-            history = [r for r in (job.history or []) if int(r.get("epoch", 0)) < epoch]
-            history.append(row)
+            history = [r for r in (job.history or []) if int(r.get("epoch", 0)) < first]
+            history.extend(rows)
             job.history = history
-            job.epoch = epoch
+            if rows:
+                job.epoch = int(rows[-1]["epoch"])
             job.heartbeat_at = now
             if checkpoint is not None:
-                self._write_checkpoint(s, c.job_id, epoch, row_metrics(row), checkpoint, now)
+                epoch, data = checkpoint
+                row = next((r for r in history if int(r.get("epoch", 0)) == epoch), {})
+                self._write_checkpoint(s, c.job_id, epoch, row_metrics(row), data, now)
             return True
+
+    def record_epoch(
+        self, c: Claim, epoch: int, row: dict[str, Any], checkpoint: bytes | None
+    ) -> bool:
+        return self.record_epochs(c, [row], (epoch, checkpoint) if checkpoint is not None else None)
 
     def _write_checkpoint(
         self, s: Session, job_id: str, epoch: int, metrics: dict[str, Any], data: bytes,
@@ -472,6 +483,81 @@ class Monitor:
 
 
 # --------------------------------------------------------------------------------------------------
+# The epoch writer: persistence off the training thread
+# --------------------------------------------------------------------------------------------------
+
+
+class EpochWriter:
+    """Writes history rows and checkpoints from a thread of its own, in order, one transaction per
+    batch of epochs: the training thread only hands rows over, so a slow database slows the
+    progress reports, not the training. While a write is in flight, later epochs accumulate and go
+    together in the next transaction; of several pending checkpoints only the newest is kept (the
+    older ones would be pruned anyway). ``flush()`` waits until everything handed over is stored."""
+
+    def __init__(self, store: Store, claim: Claim, monitor: "Monitor") -> None:
+        self.store, self.claim, self.monitor = store, claim, monitor
+        self._cv = threading.Condition()
+        self._rows: list[dict[str, Any]] = []
+        self._checkpoint: tuple[int, bytes] | None = None
+        self._busy = False
+        self._closed = False
+        self.error: BaseException | None = None
+        #: seconds the last checkpoint's transaction took (for the checkpoint budget)
+        self.last_checkpoint_write_s = 0.0
+        self._thread = threading.Thread(target=self._run, name=f"writer-{claim.job_id[:8]}",
+                                        daemon=True)
+        self._thread.start()
+
+    def submit(self, row: dict[str, Any], checkpoint: tuple[int, bytes] | None) -> None:
+        if self.error is not None:
+            raise self.error
+        with self._cv:
+            self._rows.append(row)
+            if checkpoint is not None:
+                self._checkpoint = checkpoint
+            self._cv.notify_all()
+
+    def flush(self, timeout: float | None = None) -> None:
+        with self._cv:
+            self._cv.wait_for(lambda: (not self._rows and self._checkpoint is None
+                                       and not self._busy) or self.error is not None, timeout)
+        if self.error is not None:
+            raise self.error
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+        self._thread.join(timeout=DB_RETRY_TOTAL_S + 10)
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                self._cv.wait_for(lambda: self._rows or self._checkpoint is not None
+                                  or self._closed)
+                if not self._rows and self._checkpoint is None:
+                    return  # closed and drained
+                rows, ck = self._rows, self._checkpoint
+                self._rows, self._checkpoint, self._busy = [], None, True
+            try:
+                t0 = time.perf_counter()
+                owned = db_retry(lambda: self.store.record_epochs(self.claim, rows, ck),
+                                 what=f"record epochs of {self.claim.job_id}")
+                if ck is not None:
+                    self.last_checkpoint_write_s = time.perf_counter() - t0
+                if not owned:
+                    self.monitor.lost.set()
+            except BaseException as exc:  # surfaced to the training thread by submit/flush
+                self.error = exc
+            finally:
+                with self._cv:
+                    self._busy = False
+                    self._cv.notify_all()
+            if self.error is not None:
+                return
+
+
+# --------------------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------------------
 
@@ -560,6 +646,16 @@ def _train(store: Store, claim: Claim, monitor: Monitor) -> str:
     config = claim.config
 
     every = int(config.get("checkpoint_every") or 0)
+    writer = EpochWriter(store, claim, monitor)
+    last_checkpoint = {"at": 0.0, "cost": 0.0}
+
+    def checkpoint_due(epoch: int) -> bool:
+        """Every ``checkpoint_every`` epochs, spaced out when epochs are so short that checkpoints
+        would cost more than CHECKPOINT_BUDGET of the training time."""
+        if every <= 0 or epoch % every:
+            return False
+        cost = last_checkpoint["cost"] + writer.last_checkpoint_write_s
+        return time.perf_counter() - last_checkpoint["at"] >= cost / CHECKPOINT_BUDGET
 
     def on_epoch(event: Any) -> None:
         if monitor.should_stop:
@@ -568,11 +664,14 @@ def _train(store: Store, claim: Claim, monitor: Monitor) -> str:
         epoch = int(event.epoch)
         row = jsonable(dict(event.row))
         row.setdefault("epoch", epoch)
-        data = event.checkpoint() if every > 0 and epoch % every == 0 else None
-        owned = db_retry(lambda: store.record_epoch(claim, epoch, row, data),
-                         what=f"record epoch {epoch} of {job_id}")
-        if not owned:
-            monitor.lost.set()
+        data = None
+        if checkpoint_due(epoch):
+            t0 = time.perf_counter()
+            data = event.checkpoint()
+            last_checkpoint["at"] = time.perf_counter()
+            last_checkpoint["cost"] = last_checkpoint["at"] - t0
+        writer.submit(row, (epoch, data) if data is not None else None)
+        if monitor.lost.is_set():
             event.stop()
 
     def on_batch(event: Any) -> None:
@@ -580,14 +679,22 @@ def _train(store: Store, claim: Claim, monitor: Monitor) -> str:
             event.stop()
 
     resume_from = db_retry(lambda: store.latest_checkpoint(job_id), what=f"checkpoint {job_id}")
-    if resume_from is not None:
-        epoch, data = resume_from
-        log.info("job %s: resuming from the checkpoint of epoch %d", job_id, epoch)
-        model, history = engine.resume(data, X, y, callbacks=[on_epoch], batch_callbacks=[on_batch])
-    else:
-        model = engine.build(claim.spec, seed=config.get("seed"))
-        history = model.fit(X, y, callbacks=[on_epoch], batch_callbacks=[on_batch],
-                            **fit_config(config))
+    try:
+        if resume_from is not None:
+            epoch, data = resume_from
+            log.info("job %s: resuming from the checkpoint of epoch %d", job_id, epoch)
+            model, history = engine.resume(data, X, y, callbacks=[on_epoch],
+                                           batch_callbacks=[on_batch])
+        else:
+            model = engine.build(claim.spec, seed=config.get("seed"))
+            history = model.fit(X, y, callbacks=[on_epoch], batch_callbacks=[on_batch],
+                                **fit_config(config))
+    finally:
+        # What was handed over is stored before the job's final state (a diverged job keeps its
+        # history up to the bad epoch).
+        writer.close()
+    if writer.error is not None:
+        raise writer.error
 
     if monitor.lost.is_set():
         log.info("job %s: no longer owned by this worker; stopping", job_id)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,9 @@ from service.errors import Conflict, Invalid, LimitExceeded, NotFound
 from service.training_data import pack_arrays
 
 TASKS = ("classification", "multilabel", "regression")
+# JSON integers beyond the float64 range (Python parses them exactly) are refused, not overflowed.
+_FLOAT_MAX = sys.float_info.max
+_FLOAT_MIN = -_FLOAT_MAX
 # An integer-valued target with at most this many distinct values (and repeats) is read as class labels.
 MAX_INFERRED_CLASSES = 50
 
@@ -306,6 +310,8 @@ def parse_json(
         for j, v in enumerate(row):
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise Invalid(f"row {i + 1}, column {j + 1}: {str(v)[:40]!r} is not a number", loc=[*loc_f, i, j])
+            if isinstance(v, int) and not _FLOAT_MIN <= v <= _FLOAT_MAX:
+                raise Invalid(f"row {i + 1}, column {j + 1}: the number is too large", loc=[*loc_f, i, j])
     X = np.asarray(features, dtype=np.float64)
     names = feature_names or [f"x{j}" for j in range(width)]
     if len(names) != width:
@@ -331,7 +337,9 @@ def parse_json(
     for j, col in enumerate(columns):
         for i, v in enumerate(col):
             if v is None or isinstance(v, (list, dict)):
-                raise Invalid(f"row {i + 1}: target {v!r} is not a label or a number", loc=[*loc_t, i])
+                raise Invalid(f"row {i + 1}: target {str(v)[:40]} is not a label or a number", loc=[*loc_t, i])
+            if isinstance(v, int) and not _FLOAT_MIN <= v <= _FLOAT_MAX:
+                raise Invalid(f"row {i + 1}: the target is too large a number", loc=[*loc_t, i])
     tnames = target_names or (["target"] if len(columns) == 1 else [f"y{j}" for j in range(len(columns))])
     if len(tnames) != len(columns):
         raise Invalid(

@@ -39,6 +39,8 @@ def create(session: Session, settings: Settings, owner_id: str, body: Any) -> Mo
                 keras = json.loads(keras)
             except ValueError as exc:
                 raise Invalid(f"keras is not valid JSON: {exc}", loc=["body", "keras"]) from None
+            except RecursionError:
+                raise Invalid("keras is nested too deeply to be a Keras model", loc=["body", "keras"]) from None
         raw: dict[str, Any] = {"keras": keras}
     else:
         raw = {"input_shape": body.input_shape, "layers": body.layers}

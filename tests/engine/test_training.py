@@ -355,3 +355,53 @@ def test_float64_fit():
     model = engine.build(ALL_FEATURES, seed=0, dtype="float64")
     model.fit(XS, YS, **fit_config(epochs=1))
     assert model.params.dtype == np.float64 and model.predict(XS).dtype == np.float64
+
+
+def test_metrics_match_sklearn():
+    from sklearn.metrics import accuracy_score, mean_absolute_error, mean_squared_error, r2_score
+    from engine.metrics import MetricAccumulator
+    rng = np.random.default_rng(4)
+    y, p = rng.standard_normal((50, 2)), rng.standard_normal((50, 2))
+    acc = MetricAccumulator(["mae", "mse", "rmse", "r2"], "mean_squared_error")
+    for i in range(0, 50, 16):                     # accumulated over uneven batches
+        acc.update(p[i:i + 16], y[i:i + 16])
+    r = acc.result()
+    assert math.isclose(r["mae"], mean_absolute_error(y, p)) and math.isclose(r["mse"], mean_squared_error(y, p))
+    assert math.isclose(r["rmse"], math.sqrt(mean_squared_error(y, p)))
+    assert math.isclose(r["r2"], r2_score(y, p), rel_tol=1e-9)
+    probs = rng.random((50, 3))
+    labels = rng.integers(0, 3, 50)
+    sparse = MetricAccumulator(["accuracy"], "sparse_categorical_crossentropy")
+    sparse.update(probs, labels)
+    assert math.isclose(sparse.result()["accuracy"], accuracy_score(labels, probs.argmax(1)))
+    binary = MetricAccumulator(["accuracy"], "binary_crossentropy")
+    yb = rng.integers(0, 2, (50, 3)).astype(float)
+    binary.update(probs, yb)
+    assert math.isclose(binary.result()["accuracy"], ((probs > 0.5) == yb).mean())
+
+
+def test_fast_predict_folds_standardization_and_bn_on_images():
+    spec = {"input_shape": [6, 6], "layers": [
+        {"type": "flatten"}, {"type": "batch_normalization"}, {"type": "dense", "units": 8, "activation": "relu"},
+        {"type": "batch_normalization"}, {"type": "activation", "activation": "tanh"},
+        {"type": "batch_normalization"}, {"type": "dense", "units": 3, "activation": "softmax"},
+        {"type": "batch_normalization"}]}
+    X = RNG.random((64, 6, 6), dtype=np.float32) * 5 + 2
+    y = RNG.integers(0, 3, 64)
+    model = engine.build(spec, seed=0)
+    model.fit(X, y, loss="sparse_categorical_crossentropy", epochs=2, batch_size=16, seed=0,
+              augmentation={"random_flip": "vertical", "random_zoom": 0.1})
+    exact = model._infer(model._standardize(X))
+    assert np.allclose(model.predict(X), exact, atol=1e-5)
+    assert np.allclose(model.predict(X.reshape(64, 36)), exact, atol=1e-5)
+    assert np.allclose(model.predict(X[:1]), exact[:1], atol=1e-5)
+
+
+def test_dropout_rate_and_scale():
+    model = engine.build({"input_shape": [1000], "layers": [{"type": "dropout", "rate": 0.3}]}, seed=0)
+    x = np.ones((200, 1000), dtype=np.float32)
+    out = model.layers[0].forward(x, True, np.random.default_rng(0))
+    kept = out != 0
+    assert abs(kept.mean() - 0.7) < 0.005                      # 200,000 draws: 4.6 sigma is 0.005
+    assert np.allclose(out[kept], 1 / 0.7)                    # inverted dropout keeps the expectation
+    assert model.layers[0].forward(x, False, None) is x       # identity at inference

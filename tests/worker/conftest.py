@@ -19,6 +19,15 @@ from service.config import Settings
 from service.db.models import Base, Dataset, Job, Model, Owner, utcnow
 
 
+@pytest.fixture(autouse=True)
+def checkpoint_every_epoch(monkeypatch):
+    """The fake engine's epochs take microseconds: without this, the checkpoint budget would space
+    its checkpoints out. Tests of the budget set it back."""
+    from workers import runner
+
+    monkeypatch.setattr(runner, "CHECKPOINT_BUDGET", float("inf"))
+
+
 @pytest.fixture()
 def settings(tmp_path) -> Settings:
     return Settings(
@@ -108,6 +117,8 @@ class _Event:
         self.model, self.epoch, self.row, self.batch = model, epoch, row, batch
 
     def checkpoint(self) -> bytes:
+        FakeModel.calls.append(("checkpoint", self.epoch))
+        time.sleep(self.model.config.get("checkpoint_sleep", 0))
         return json.dumps({"w": self.model.w, "epoch": self.epoch, "config": self.model.config,
                            "history": self.model.history}).encode()
 

@@ -81,7 +81,7 @@ def test_versions_are_numbered_per_model(sf, settings, make_job, fake_engine):
 
 
 def test_keeps_last_three_and_best_while_running(sf, settings, make_job, fake_engine):
-    job_id = make_job(epochs=6, crash_after=6)
+    job_id = make_job(epochs=6, crash_after=6, batch_sleep=0.02)  # each write done before the next
     with pytest.raises(SimulatedCrash):
         run_job(job_id, settings=settings, session_factory=sf)
     with sf() as s:
@@ -109,7 +109,7 @@ def test_resume_from_latest_checkpoint_after_a_crash(sf, settings, make_job, fak
     # the checkpoint carries the fit config; the fake resume keeps crash_after=2 but epoch 2 is past
     FakeModel.calls = []
     assert run_job(job_id, settings=settings, session_factory=sf) == "succeeded"
-    assert FakeModel.calls == [("resume", 2)]
+    assert [c for c in FakeModel.calls if c[0] != "checkpoint"] == [("resume", 2)]
     job = job_row(sf, job_id)
     assert job.attempts == 2 and [r["epoch"] for r in job.history] == [1, 2, 3, 4]
     with sf() as s:
@@ -126,7 +126,7 @@ def test_history_rows_past_the_checkpoint_are_replaced(sf, settings, make_job, f
     with sf() as s, s.begin():
         s.execute(update(Job).where(Job.id == job_id).values(status="queued", worker=None))
     assert run_job(job_id, settings=settings, session_factory=sf) == "succeeded"
-    assert FakeModel.calls[-1] == ("resume", 2)
+    assert ("resume", 2) in FakeModel.calls
     assert [r["epoch"] for r in job_row(sf, job_id).history] == [1, 2, 3, 4]
 
 
@@ -227,3 +227,38 @@ def test_jsonable_turns_numpy_and_nan_into_json():
                            "d": [np.float64(np.inf)], "e": np.array([1, 2])})
     assert out == {"a": 1.5, "b": 2, "c": None, "d": [None], "e": [1, 2]}
     json.dumps(out, allow_nan=False)
+
+
+def test_checkpoints_are_spaced_out_to_stay_within_budget(sf, settings, make_job, fake_engine,
+                                                         monkeypatch):
+    monkeypatch.setattr(runner, "CHECKPOINT_BUDGET", 0.05)
+    # 1 ms epochs, 10 ms checkpoints: every epoch would cost 10x the training; the budget allows
+    # about one checkpoint per 200 ms of training.
+    job_id = make_job(epochs=300, batches=1, batch_sleep=0.001, checkpoint_sleep=0.01)
+    t0 = time.monotonic()
+    assert run_job(job_id, settings=settings, session_factory=sf) == "succeeded"
+    elapsed = time.monotonic() - t0
+    job = job_row(sf, job_id)
+    assert [r["epoch"] for r in job.history] == list(range(1, 301))
+    taken = [c for c in FakeModel.calls if c[0] == "checkpoint"]
+    assert 1 <= len(taken) <= 10, len(taken)
+    assert elapsed < 0.3 * 1.6 + 1.0  # training ~0.3-0.4 s + bounded checkpoint cost + setup
+
+
+def test_slow_database_does_not_slow_training(sf, settings, make_job, fake_engine, monkeypatch):
+    """History rows are written off the training thread and coalesce while a write is in flight."""
+    real = runner.Store.record_epochs
+    writes = []
+
+    def slow(self, c, rows, ck=None):
+        time.sleep(0.05)
+        writes.append(len(rows))
+        return real(self, c, rows, ck)
+
+    monkeypatch.setattr(runner.Store, "record_epochs", slow)
+    job_id = make_job(epochs=100, batches=1, batch_sleep=0.001, checkpoint_every=0)
+    t0 = time.monotonic()
+    assert run_job(job_id, settings=settings, session_factory=sf) == "succeeded"
+    assert time.monotonic() - t0 < 100 * 0.05 / 2  # far less than one write per epoch
+    assert sum(writes) == 100 and len(writes) < 50
+    assert [r["epoch"] for r in job_row(sf, job_id).history] == list(range(1, 101))

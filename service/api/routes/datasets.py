@@ -90,8 +90,8 @@ async def create_dataset(request: Request, session: SessionDep, owner: OwnerDep,
     elif ctype == "application/json" or ctype.endswith("+json"):
         try:
             payload = await request.json()
-        except ValueError:
-            raise Invalid("the body is not valid JSON", loc=["body"]) from None
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply for the parser
+            raise Invalid("the body is not valid JSON (or is nested too deeply)", loc=["body"]) from None
         try:
             body = DatasetJSONIn.model_validate(payload)
         except ValidationError as exc:

@@ -1,0 +1,346 @@
+"""Training and inference speed of the NumPy engine beside PyTorch (CPU) and scikit-learn, in one run.
+
+    python -m benchmarks.engine            # the full run (a few minutes)
+    python -m benchmarks.engine --quick    # about a minute: fewer samples and rounds
+
+Reference networks (float32, Adam, synthetic data; issue 2's Speed section):
+  (a) 784-256-128-10 relu, batch 128        (b) 784-1024-1024-10 relu, batch 256
+  (c) 20-64-64-1 tanh, batch 32, MSE        (d) (a) with batch normalization + dropout 0.2 after each hidden layer
+
+Printed: training samples/s of each framework and the engine's ratio to each (best of ``rounds`` interleaved
+measurements, since other processes share the machine); the engine's matmul FLOP rate on (b) against the float32
+matmul peak measured in the same run; single-row and 1,024-row predict latency of a model restored with
+``engine.from_bytes(model.to_bytes())``; the peak RSS of a fit on a 100,000 x 784 float32 set beyond the data.
+
+OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE (set on this machine; the first pins OpenBLAS to its Haswell kernel,
+half the float32 matmul speed) are removed for this process: it re-executes itself without them before numpy is
+imported, unless ``--keep-env``. The BLAS libraries and kernels in use are printed (threadpoolctl).
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+_STRIPPED = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+if "--keep-env" not in sys.argv and any(k in os.environ for k in _STRIPPED) and "numpy" not in sys.modules:
+    env = {k: v for k, v in os.environ.items() if k not in _STRIPPED}
+    env["_BACKPROP_BENCH_STRIPPED"] = ",".join(f"{k}={os.environ[k]}" for k in _STRIPPED if k in os.environ)
+    os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *sys.argv[1:]], env)
+
+import argparse  # noqa: E402
+import gc  # noqa: E402
+import json  # noqa: E402
+import resource  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import numpy as np  # noqa: E402
+
+import engine  # noqa: E402
+from engine import optimizers  # noqa: E402
+
+THREADS = 2
+
+NETS = {
+    # name: (input features, hidden units, outputs, activation, batch size, loss, with BN + dropout)
+    "a": (784, (256, 128), 10, "relu", 128, "sparse_categorical_crossentropy", False),
+    "b": (784, (1024, 1024), 10, "relu", 256, "sparse_categorical_crossentropy", False),
+    "c": (20, (64, 64), 1, "tanh", 32, "mse", False),
+    "d": (784, (256, 128), 10, "relu", 128, "sparse_categorical_crossentropy", True),
+}
+DESCRIPTIONS = {"a": "784-256-128-10 relu, batch 128", "b": "784-1024-1024-10 relu, batch 256",
+                "c": "20-64-64-1 tanh, batch 32, MSE", "d": "(a) + BN + dropout 0.2"}
+
+
+# ------------------------------------------------------------------------------------------------ data
+def make_data(net: str, n: int, seed: int = 0):
+    n_in, _, n_out, _, _, loss, _ = NETS[net]
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, n_in), dtype=np.float32)
+    if loss == "mse":
+        w = rng.standard_normal(n_in).astype(np.float32)
+        y = (np.tanh(X @ w / np.sqrt(n_in)) + 0.1 * rng.standard_normal(n, dtype=np.float32)).astype(np.float32)
+        return X, y.reshape(-1, 1)
+    return X, rng.integers(0, n_out, size=n).astype(np.int64)
+
+
+def engine_spec(net: str) -> dict:
+    n_in, hidden, n_out, act, _, loss, bn = NETS[net]
+    layers = []
+    for units in hidden:
+        layers.append({"type": "dense", "units": units, "activation": act})
+        if bn:
+            layers += [{"type": "batch_normalization"}, {"type": "dropout", "rate": 0.2}]
+    layers.append({"type": "dense", "units": n_out, "activation": "linear" if loss == "mse" else "softmax"})
+    return {"input_shape": [n_in], "layers": layers}
+
+
+def matmul_flops_per_sample(net: str) -> int:
+    """Multiply-adds x 2 of one training sample: forward, weight gradients, and input gradients of every dense
+    layer but the first (nothing before it needs them)."""
+    n_in, hidden, n_out, *_ = NETS[net]
+    sizes = [n_in, *hidden, n_out]
+    pairs = [a * b for a, b in zip(sizes, sizes[1:])]
+    return 2 * (2 * sum(pairs) + sum(pairs[1:]))
+
+
+# ------------------------------------------------------------------------------------------------ engine
+def engine_rate(net: str, X, y, epochs: int) -> float:
+    *_, batch, loss, _ = NETS[net]
+    model = engine.build(engine_spec(net), seed=1)
+    history = model.fit(X, y, loss=loss, optimizer="adam", epochs=epochs, batch_size=batch, shuffle=True,
+                        seed=3, metrics=[])
+    seconds = [row["seconds"] for row in history[1:]]       # epoch 1 warms the work arrays up
+    return X.shape[0] / min(seconds)
+
+
+# ------------------------------------------------------------------------------------------------ torch
+def torch_setup():
+    import torch
+    torch.set_num_threads(THREADS)
+    return torch
+
+
+def torch_model(torch, net: str):
+    n_in, hidden, n_out, act, *_ , bn = NETS[net]
+    layers, prev = [], n_in
+    for units in hidden:
+        layers += [torch.nn.Linear(prev, units), torch.nn.ReLU() if act == "relu" else torch.nn.Tanh()]
+        if bn:   # Keras defaults: momentum 0.99 (torch's 0.01), epsilon 1e-3
+            layers += [torch.nn.BatchNorm1d(units, eps=1e-3, momentum=0.01), torch.nn.Dropout(0.2)]
+        prev = units
+    layers.append(torch.nn.Linear(prev, n_out))
+    return torch.nn.Sequential(*layers)
+
+
+def torch_adam(torch, params):
+    try:
+        return torch.optim.Adam(params, lr=1e-3, eps=1e-7, fused=True), "Adam(fused=True)"
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, lr=1e-3, eps=1e-7, foreach=True), "Adam(foreach=True)"
+
+
+def torch_rate(torch, net: str, X, y, epochs: int) -> tuple[float, str]:
+    *_, batch, loss, _ = NETS[net]
+    torch.manual_seed(1)
+    model = torch_model(torch, net)
+    opt, label = torch_adam(torch, model.parameters())
+    criterion = torch.nn.MSELoss() if loss == "mse" else torch.nn.CrossEntropyLoss()
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    n = Xt.shape[0]
+    model.train()
+    seconds = []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        perm = torch.randperm(n)
+        for i in range(0, n, batch):
+            idx = perm[i:i + batch]
+            xb, yb = Xt[idx], yt[idx]
+            opt.zero_grad(set_to_none=True)
+            criterion(model(xb), yb).backward()
+            opt.step()
+        seconds.append(time.perf_counter() - t0)
+    return n / min(seconds[1:]), label
+
+
+# ------------------------------------------------------------------------------------------------ sklearn
+def sklearn_rate(net: str, X, y, epochs: int) -> float | None:
+    n_in, hidden, _, act, batch, loss, bn = NETS[net]
+    if bn:
+        return None      # no batch normalization or dropout in scikit-learn's MLP
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier, MLPRegressor
+    cls = MLPRegressor if loss == "mse" else MLPClassifier
+    kwargs = dict(hidden_layer_sizes=hidden, activation=act, solver="adam", batch_size=batch, alpha=0.0,
+                  learning_rate_init=1e-3, epsilon=1e-7, shuffle=True, tol=0.0, n_iter_no_change=10 ** 9,
+                  random_state=1)
+    target = y.ravel() if loss == "mse" else y
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        cls(max_iter=1, **kwargs).fit(X[:batch * 4], target[:batch * 4])     # imports and first-call costs
+        t0 = time.perf_counter()
+        cls(max_iter=epochs, **kwargs).fit(X, target)
+    return epochs * X.shape[0] / (time.perf_counter() - t0)
+
+
+# ------------------------------------------------------------------------------------------------ others
+def matmul_peak(size: int = 2048, repeats: int = 8) -> float:
+    a = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
+    b = np.random.default_rng(1).standard_normal((size, size), dtype=np.float32)
+    out = np.empty_like(a)
+    np.matmul(a, b, out=out)
+    best = min(_timed(lambda: np.matmul(a, b, out=out)) for _ in range(repeats))
+    return 2 * size ** 3 / best
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def predict_latency(net: str, X, y) -> tuple[float, float]:
+    *_, batch, loss, _ = NETS[net]
+    model = engine.build(engine_spec(net), seed=1)
+    model.fit(X[:2048], y[:2048], loss=loss, optimizer="adam", epochs=1, batch_size=batch, metrics=[])
+    served = engine.from_bytes(model.to_bytes())
+    one, many = np.ascontiguousarray(X[:1]), np.ascontiguousarray(X[:1024])
+    return _per_call(lambda: served.predict(one), 20000), _per_call(lambda: served.predict(many), 200)
+
+
+def _per_call(fn, n: int) -> float:
+    for _ in range(min(n, 200)):
+        fn()
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(n // 5):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / (n // 5))
+    return best
+
+
+def rss_child(rows: int) -> None:
+    """Run in a subprocess: one epoch of net (a) on a rows x 784 float32 set; print the RSS figures (JSON)."""
+    X, y = make_data("a", rows, seed=5)
+    data_bytes = X.nbytes + y.nbytes
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    model = engine.build(engine_spec("a"), seed=1)
+    model.fit(X, y, loss="sparse_categorical_crossentropy", optimizer="adam", epochs=1, batch_size=128,
+              metrics=["accuracy"], validation_split=0.1)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"data": data_bytes, "before_fit": before, "peak": peak}))
+
+
+def peak_rss(rows: int) -> dict:
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--rss-child", str(rows), "--keep-env"],
+                         capture_output=True, text=True, check=True, cwd=ROOT)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def optimizer_steps(net: str = "a", reps: int = 300) -> dict[str, float]:
+    """Seconds per optimizer step on the parameters of ``net`` (default Keras settings; the gradient copy that
+    each step needs, since a step overwrites its gradients, is timed apart and subtracted)."""
+    model = engine.build(engine_spec(net), seed=1)
+    grads = np.random.default_rng(2).standard_normal(model.params.size, dtype=np.float32) * np.float32(0.01)
+    g = np.empty_like(grads)
+    copy = min(_timed(lambda: [np.copyto(g, grads) for _ in range(reps)]) for _ in range(3)) / reps
+    out = {}
+    for name in optimizers.OPTIMIZERS:
+        opt = optimizers.get(name)
+        params = model.params.copy()
+        opt.build(params, model.segments)
+
+        def run():
+            for _ in range(reps):
+                np.copyto(g, grads)
+                opt.step(params, g)
+
+        out[name] = min(_timed(run) for _ in range(3)) / reps - copy
+    return out
+
+
+def blas_report() -> list[str]:
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return ["threadpoolctl not installed"]
+    lines = []
+    for info in threadpool_info():
+        lib = os.path.basename(info.get("filepath", ""))
+        lines.append(f"{info.get('internal_api')} {info.get('version')} ({lib}): "
+                     f"kernel {info.get('architecture', '-')}, {info.get('num_threads')} threads")
+    return lines
+
+
+# ------------------------------------------------------------------------------------------------ main
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer samples and rounds (about a minute)")
+    parser.add_argument("--nets", default="abcd", help="which reference networks, e.g. 'ab'")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved measurements per framework")
+    parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--no-sklearn", action="store_true")
+    parser.add_argument("--no-rss", action="store_true")
+    parser.add_argument("--keep-env", action="store_true", help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE")
+    parser.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.rss_child is not None:
+        rss_child(args.rss_child)
+        return
+
+    quick = args.quick
+    rounds = args.rounds or (1 if quick else 3)
+    epochs = 3 if quick else 4
+    samples = {"a": 16384, "b": 4096, "c": 16384, "d": 16384} if quick else \
+        {"a": 32768, "b": 8192, "c": 32768, "d": 32768}
+
+    torch = None if args.no_torch else torch_setup()
+    print(f"backprop engine benchmark ({'quick' if quick else 'full'}): float32, Adam, synthetic data, "
+          f"{os.cpu_count()} CPUs, best of {rounds} interleaved round(s)")
+    stripped = os.environ.get("_BACKPROP_BENCH_STRIPPED")
+    print(f"environment: {'removed ' + stripped if stripped else 'unchanged'}; numpy {np.__version__}"
+          + (f", torch {torch.__version__} ({THREADS} threads)" if torch else ""))
+
+    peak = matmul_peak()
+    results = {}
+    torch_label = ""
+    for net in args.nets:
+        X, y = make_data(net, samples[net])
+        best = {"engine": 0.0, "torch": 0.0, "sklearn": 0.0}
+        for _ in range(rounds):
+            gc.collect()
+            best["engine"] = max(best["engine"], engine_rate(net, X, y, epochs))
+            if torch is not None:
+                rate, torch_label = torch_rate(torch, net, X, y, epochs)
+                best["torch"] = max(best["torch"], rate)
+        if not args.no_sklearn:
+            rate = sklearn_rate(net, X, y, 2 if quick else 3)
+            best["sklearn"] = rate if rate is not None else None
+        results[net] = best
+    for line in blas_report():       # after the runs, so torch's and scikit-learn's libraries are loaded too
+        print("blas:", line)
+
+    print()
+    print(f"{'net':36s} {'engine':>10s} {'torch':>10s} {'ratio':>7s} {'sklearn':>10s} {'ratio':>7s}   samples/s")
+    for net, best in results.items():
+        e, t, s = best["engine"], best["torch"], best["sklearn"]
+        t_cols = f"{t:10,.0f} {e / t:6.2f}x" if t else f"{'-':>10s} {'-':>7s}"
+        s_cols = f"{s:10,.0f} {e / s:6.2f}x" if s else f"{'n/a':>10s} {'-':>7s}"
+        print(f"({net}) {DESCRIPTIONS[net]:32s} {e:10,.0f} {t_cols} {s_cols}")
+    if torch is not None:
+        print(f"torch: {torch_label}, {THREADS} threads; targets: engine >= 1.5x torch on each net")
+
+    print()
+    print(f"float32 matmul peak (np.matmul 2048^2): {peak / 1e9:7.1f} GFLOP/s")
+    if "b" in results:
+        rate = results["b"]["engine"] * matmul_flops_per_sample("b")
+        print(f"engine on (b): {rate / 1e9:7.1f} GFLOP/s of matmul work = {100 * rate / peak:5.1f}% of peak "
+              f"(target >= 60%; {matmul_flops_per_sample('b') / 1e6:.2f} MFLOP per training sample)")
+
+    steps = optimizer_steps("a")
+    print(f"optimizer step on (a)'s {engine.build(engine_spec('a')).params.size:,} float32 parameters (us): "
+          + ", ".join(f"{k} {v * 1e6:.0f}" for k, v in steps.items()))
+
+    X, y = make_data("a", 4096)
+    one, many = predict_latency("a", X, y)
+    print(f"predict on (a), engine.from_bytes(model.to_bytes()).predict: 1 row {one * 1e6:6.1f} us "
+          f"(target <= 15 us), 1,024 rows {many * 1e6:8.1f} us ({1024 / many:,.0f} rows/s)")
+
+    if not args.no_rss:
+        rows = 20_000 if quick else 100_000
+        r = peak_rss(rows)
+        mb = 1024 * 1024
+        print(f"peak RSS, fit of (a) on {rows:,} x 784 float32 (subprocess): {r['peak'] / mb:7.1f} MiB; data "
+              f"{r['data'] / mb:.1f} MiB; beyond the data {(r['peak'] - r['data']) / mb:.1f} MiB (of which "
+              f"{r['before_fit'] / mb:.1f} MiB is the process before the fit, with the data)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,491 @@
+"""Service benchmark: real processes on loopback, bounded in count and time.
+
+    python benchmarks/service.py [--quick] [--json out.json] [--skip-redis]
+
+Measures, in one run:
+1. single-row predict p50/p99 and requests/s (one keep-alive connection, sequential) beside a bare
+   FastAPI endpoint served the same way (uvicorn, one process), as ratios;
+2. a 1,000-row predict;
+3. job dispatch, POST /v1/jobs -> the job's ``started_at`` (the worker's claim), embedded (SQLite +
+   SQLAlchemy transport) and production (PostgreSQL + Redis);
+4. checkpoint write time (engine checkpoint + the worker's database transaction) as a share of the
+   epoch time, through the worker's own ``Store``;
+5. RSS of the API process and of the worker (main + pool child) at rest and while training on a
+   100,000-row dataset.
+
+Only 127.0.0.1 is contacted. Every loop has a fixed count and every wait a deadline.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+REDIS_URL = "redis://127.0.0.1:6379/12"
+
+MLP = {"input_shape": [64], "layers": [
+    {"type": "dense", "units": 64, "activation": "relu"},
+    {"type": "dense", "units": 10, "activation": "softmax"},
+]}
+FIT = {"loss": "sparse_categorical_crossentropy", "optimizer": {"type": "adam", "learning_rate": 0.003},
+       "epochs": 10, "batch_size": 32, "seed": 1, "metrics": ["accuracy"]}
+
+BARE_APP = textwrap.dedent("""
+    from typing import Any
+    from fastapi import FastAPI
+    from pydantic import BaseModel
+
+    class In(BaseModel):
+        inputs: list[list[Any]]
+
+    class Out(BaseModel):
+        predictions: list[Any]
+        probabilities: list[list[float]]
+
+    app = FastAPI()
+
+    @app.post("/predict", response_model=Out)
+    def predict(body: In) -> Out:
+        return Out(predictions=[0] * len(body.inputs), probabilities=[[1.0]] * len(body.inputs))
+""")
+
+
+# --------------------------------------------------------------------------------------------------
+# processes
+# --------------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def env_with(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BACKPROP_")}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
+    return env
+
+
+def spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen(argv, env=env, cwd=ROOT, stdout=open(log, "ab"),
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait(10)
+
+
+def wait_http(url: str, path: str, procs: list[subprocess.Popen], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for p in procs):
+            raise RuntimeError(f"a process exited while waiting for {url}")
+        try:
+            if httpx.get(url + path, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url}{path} not ready after {timeout}s")
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except FileNotFoundError:
+        pass
+    return 0.0
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def tree_rss_mb(pid: int) -> float:
+    return rss_mb(pid) + sum(tree_rss_mb(c) for c in children(pid))
+
+
+# --------------------------------------------------------------------------------------------------
+# HTTP helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def client(url: str, key: str) -> httpx.Client:
+    return httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {key}"})
+
+
+def upload_csv(c: httpx.Client, X: np.ndarray, y: np.ndarray, name: str) -> str:
+    buf = io.StringIO()
+    buf.write(",".join([f"f{i}" for i in range(X.shape[1])] + ["label"]) + "\n")
+    np.savetxt(buf, np.column_stack([X, y]), delimiter=",",
+               fmt=["%.6g"] * X.shape[1] + ["%d"])
+    r = c.post("/v1/datasets", files={"file": (f"{name}.csv", buf.getvalue().encode(), "text/csv")},
+               data={"name": name, "target": "label"})
+    r.raise_for_status()
+    return r.json()["id"]
+
+
+def create_model(c: httpx.Client, spec: dict) -> str:
+    r = c.post("/v1/models", json={"name": "bench", **spec})
+    r.raise_for_status()
+    return r.json()["id"]
+
+
+def wait_job(c: httpx.Client, job_id: str, timeout: float = 300) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = c.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            return job
+        time.sleep(0.02)
+    raise RuntimeError(f"job {job_id} did not finish in {timeout}s")
+
+
+def parse_time(s: str) -> float:
+    return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+
+
+def percentile(xs: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(xs), q))
+
+
+def timed_requests(c: httpx.Client, method: str, path: str, body: Any, n: int,
+                   warmup: int) -> dict[str, float]:
+    for _ in range(warmup):
+        c.request(method, path, json=body).raise_for_status()
+    lat = []
+    t0 = time.perf_counter()
+    for _ in range(n):
+        t = time.perf_counter()
+        r = c.request(method, path, json=body)
+        lat.append(time.perf_counter() - t)
+        r.raise_for_status()
+    total = time.perf_counter() - t0
+    return {"p50_ms": percentile(lat, 50) * 1e3, "p99_ms": percentile(lat, 99) * 1e3,
+            "rps": n / total, "n": n}
+
+
+def digits():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return d.data.astype(np.float32), d.target
+
+
+# --------------------------------------------------------------------------------------------------
+# the measurements
+# --------------------------------------------------------------------------------------------------
+
+
+def bench_predict(url: str, key: str, tmp: Path, n: int, results: dict) -> None:
+    X, y = digits()
+    with client(url, key) as c:
+        ds = upload_csv(c, X, y, "digits")
+        model = create_model(c, MLP)
+        r = c.post("/v1/jobs", json={"model_id": model, "dataset_id": ds, **FIT})
+        r.raise_for_status()
+        assert wait_job(c, r.json()["id"])["status"] == "succeeded"
+        one = {"inputs": X[:1].tolist()}
+        thousand = {"inputs": np.resize(X, (1000, 64)).tolist()}
+        # bare FastAPI endpoint, served the same way, measured in the same run
+        bare_file = tmp / "bare_app.py"
+        bare_file.write_text(BARE_APP)
+        port = free_port()
+        bare = spawn([sys.executable, "-m", "uvicorn", "bare_app:app", "--host", "127.0.0.1",
+                      "--port", str(port), "--log-level", "warning", "--no-access-log"],
+                     {**env_with(), "PYTHONPATH": str(tmp)}, tmp / "bare.log")
+        try:
+            bare_url = f"http://127.0.0.1:{port}"
+            wait_http(bare_url, "/docs", [bare])
+            with httpx.Client(base_url=bare_url, timeout=30) as b:
+                bare_res = timed_requests(b, "POST", "/predict", one, n, warmup=200)
+        finally:
+            stop(bare)
+        path = f"/v1/models/{model}/predict"
+        svc_res = timed_requests(c, "POST", path, one, n, warmup=200)
+        big = timed_requests(c, "POST", path, thousand, max(n // 50, 20), warmup=5)
+    results["predict_1_row"] = svc_res
+    results["bare_fastapi"] = bare_res
+    results["predict_ratio_p50"] = svc_res["p50_ms"] / bare_res["p50_ms"]
+    results["predict_ratio_rps"] = svc_res["rps"] / bare_res["rps"]
+    results["predict_1000_rows"] = big
+
+
+def bench_dispatch(url: str, key: str, n: int) -> dict[str, float]:
+    X, y = digits()
+    with client(url, key) as c:
+        ds = upload_csv(c, X[:200], y[:200], "small")
+        model = create_model(c, MLP)
+        lat = []
+        for _ in range(n):
+            body = {"model_id": model, "dataset_id": ds, **FIT, "epochs": 1}
+            t = time.time()
+            r = c.post("/v1/jobs", json=body)
+            r.raise_for_status()
+            job = wait_job(c, r.json()["id"], timeout=60)
+            lat.append(parse_time(job["started_at"]) - t)
+            time.sleep(0.05)  # an idle worker, as a new job usually finds it
+    return {"p50_ms": percentile(lat, 50) * 1e3, "p90_ms": percentile(lat, 90) * 1e3,
+            "max_ms": max(lat) * 1e3, "n": n}
+
+
+def bench_training_rss(url: str, key: str, api_pid: int, worker_pid: int, rows: int,
+                       results: dict) -> None:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(rows, 32)).astype(np.float32)
+    y = (X[:, :4].sum(axis=1) > 0).astype(np.int64) + (X[:, 4] > 1).astype(np.int64)
+    results["rss_at_rest_mb"] = {"api": rss_mb(api_pid), "worker": tree_rss_mb(worker_pid)}
+    with client(url, key) as c:
+        ds = upload_csv(c, X, y, "big")
+        model = create_model(c, {"input_shape": [32], "layers": [
+            {"type": "dense", "units": 128, "activation": "relu"},
+            {"type": "dense", "units": 64, "activation": "relu"},
+            {"type": "dense", "units": 3, "activation": "softmax"}]})
+        r = c.post("/v1/jobs", json={"model_id": model, "dataset_id": ds, **FIT, "epochs": 3,
+                                     "batch_size": 256})
+        r.raise_for_status()
+        job_id = r.json()["id"]
+        peak_api = peak_worker = 0.0
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            peak_api = max(peak_api, rss_mb(api_pid))
+            peak_worker = max(peak_worker, tree_rss_mb(worker_pid))
+            job = c.get(f"/v1/jobs/{job_id}").json()
+            if job["status"] in ("succeeded", "failed", "cancelled"):
+                break
+            time.sleep(0.1)
+    results["rss_training_peak_mb"] = {"api": peak_api, "worker": peak_worker,
+                                       "dataset_mb": X.nbytes / 2**20, "rows": rows,
+                                       "job": job["status"],
+                                       "epoch_s": [h.get("seconds") for h in job["history"]]}
+
+
+def bench_checkpoint_share(db_url: str, epochs: int) -> dict[str, Any]:
+    """The worker's checkpoint path (engine checkpoint + Store.record_epoch in one transaction)
+    against the epoch time, on digits with the MLP above; database as given."""
+    import engine
+    from sqlalchemy.orm import sessionmaker
+
+    from service.db.models import Dataset, Job, Model, Owner
+    from service.db.session import make_engine
+    from service.migrate import upgrade_to_head
+    from workers.runner import Claim, Store, jsonable
+
+    upgrade_to_head(db_url)
+    eng = make_engine(db_url)
+    sf = sessionmaker(eng, expire_on_commit=False)
+    with sf() as s, s.begin():
+        owner = Owner(name="bench")
+        s.add(owner)
+        s.flush()
+        m = Model(owner_id=owner.id, name="m", input_shape=[64], spec=MLP, summary={})
+        d = Dataset(owner_id=owner.id, name="d", task="classification", n_samples=1, n_features=64,
+                    input_shape=[64], feature_names=[], target_names=[], classes=[], size_bytes=0,
+                    data=b"")
+        s.add_all([m, d])
+        s.flush()
+        job = Job(owner_id=owner.id, model_id=m.id, dataset_id=d.id, status="running",
+                  config={}, epochs=epochs, history=[], worker="bench")
+        s.add(job)
+        s.flush()
+        claim = Claim(job.id, "bench", 1, m.id, d.id, MLP, [64], {}, {}, epochs)
+    store = Store(sf)
+    X, y = digits()
+    ck_times, rec_times, sizes = [], [], []
+    epoch_start = [time.perf_counter()]
+    epoch_times = []
+
+    def on_epoch(ev):
+        t0 = time.perf_counter()
+        epoch_times.append(t0 - epoch_start[0])
+        data = ev.checkpoint()
+        t1 = time.perf_counter()
+        store.record_epoch(claim, ev.epoch, jsonable(dict(ev.row)), data)
+        t2 = time.perf_counter()
+        ck_times.append(t1 - t0)
+        rec_times.append(t2 - t1)
+        sizes.append(len(data))
+        epoch_start[0] = time.perf_counter()
+
+    model = engine.build(MLP, seed=1)
+    model.fit(X, y, callbacks=[on_epoch], **{**FIT, "epochs": epochs})
+    eng.dispose()
+    write = [a + b for a, b in zip(ck_times, rec_times)]
+    return {"epoch_ms": statistics.median(epoch_times) * 1e3,
+            "checkpoint_ms": statistics.median(ck_times) * 1e3,
+            "db_write_ms": statistics.median(rec_times) * 1e3,
+            "share": statistics.median(write) / statistics.median(epoch_times),
+            "checkpoint_kb": statistics.median(sizes) / 1024, "epochs": epochs}
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def start_embedded(tmp: Path) -> tuple[subprocess.Popen, str, str, Path]:
+    data = tmp / "embedded"
+    port = free_port()
+    proc = spawn([sys.executable, "-m", "service.cli", "up", "--port", str(port), "--grace", "3"],
+                 env_with(BACKPROP_DATA_DIR=str(data)), tmp / "up.log")
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url, "/readyz", [proc])
+    deadline = time.monotonic() + 10
+    while not (data / "worker.pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return proc, url, (data / "api-key").read_text().strip(), data
+
+
+def start_production(tmp: Path) -> tuple[list[subprocess.Popen], str, str, callable]:
+    import psycopg
+
+    tag = uuid.uuid4().hex[:8]
+    dbname = f"backprop_bench_{tag}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{dbname}"')
+    env = env_with(BACKPROP_DATA_DIR=str(tmp / "prod"),
+                   BACKPROP_DATABASE_URL=f"postgresql+psycopg://postgres@127.0.0.1:5432/{dbname}",
+                   BACKPROP_BROKER_URL=REDIS_URL, BACKPROP_QUEUE_NAME=f"bench-{tag}")
+    cli = [sys.executable, "-m", "service.cli"]
+    subprocess.run([*cli, "migrate"], env=env, cwd=ROOT, check=True, capture_output=True)
+    key = subprocess.run([*cli, "keys", "create", "--name", "bench"], env=env, cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    port = free_port()
+    api = spawn([*cli, "api", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+                env, tmp / "prod-api.log")
+    worker = spawn([*cli, "worker", "-c", "1", "-n", f"bench-{tag}@%h", "--loglevel", "WARNING"],
+                   env, tmp / "prod-worker.log")
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url, "/readyz", [api, worker])
+
+    def cleanup() -> None:
+        for p in (api, worker):
+            stop(p)
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+
+    return [api, worker], url, key, cleanup
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="smaller counts (a smoke run)")
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--skip-redis", action="store_true", help="no PostgreSQL + Redis part")
+    args = ap.parse_args()
+    n_predict = 300 if args.quick else 2000
+    n_dispatch = 5 if args.quick else 20
+    rows = 20_000 if args.quick else 100_000
+    results: dict[str, Any] = {"machine": {"cpus": os.cpu_count()}}
+    t_start = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="backprop-bench-") as tmp_s:
+        tmp = Path(tmp_s)
+        proc, url, key, data = start_embedded(tmp)
+        try:
+            api_pid = int((data / "api.pid").read_text())
+            worker_pid = int((data / "worker.pid").read_text())
+            results["rss_start_mb"] = {"api": rss_mb(api_pid), "worker": tree_rss_mb(worker_pid)}
+            bench_predict(url, key, tmp, n_predict, results)
+            results["dispatch_embedded"] = bench_dispatch(url, key, n_dispatch)
+            bench_training_rss(url, key, api_pid, worker_pid, rows, results)
+        finally:
+            stop(proc)
+        results["checkpoint_sqlite"] = bench_checkpoint_share(
+            f"sqlite:///{tmp / 'ck.db'}", epochs=10 if args.quick else 30)
+        if not args.skip_redis:
+            procs, url, key, cleanup = start_production(tmp)
+            try:
+                results["dispatch_redis"] = bench_dispatch(url, key, n_dispatch)
+            finally:
+                cleanup()
+            import psycopg
+
+            tag = uuid.uuid4().hex[:8]
+            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "backprop_ck_{tag}"')
+            try:
+                results["checkpoint_postgres"] = bench_checkpoint_share(
+                    f"postgresql+psycopg://postgres@127.0.0.1:5432/backprop_ck_{tag}",
+                    epochs=10 if args.quick else 30)
+            finally:
+                from service.db.session import engine_for
+
+                engine_for.cache_clear()
+                with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+                    conn.execute(f'DROP DATABASE IF EXISTS "backprop_ck_{tag}" WITH (FORCE)')
+    results["seconds"] = time.monotonic() - t_start
+    report(results)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def report(r: dict[str, Any]) -> None:
+    p, b = r["predict_1_row"], r["bare_fastapi"]
+    print(f"single-row predict : p50 {p['p50_ms']:.2f} ms  p99 {p['p99_ms']:.2f} ms  "
+          f"{p['rps']:.0f} req/s   (n={p['n']}, one connection, sequential)")
+    print(f"bare FastAPI       : p50 {b['p50_ms']:.2f} ms  p99 {b['p99_ms']:.2f} ms  {b['rps']:.0f} req/s")
+    print(f"ratio (service/bare): p50 {r['predict_ratio_p50']:.2f}x   req/s {r['predict_ratio_rps']:.2f}x")
+    k = r["predict_1000_rows"]
+    print(f"1,000-row predict  : p50 {k['p50_ms']:.1f} ms  p99 {k['p99_ms']:.1f} ms  (n={k['n']})")
+    for name in ("dispatch_embedded", "dispatch_redis"):
+        if name in r:
+            d = r[name]
+            print(f"{name:19s}: POST -> running p50 {d['p50_ms']:.0f} ms  p90 {d['p90_ms']:.0f} ms  "
+                  f"max {d['max_ms']:.0f} ms  (n={d['n']})")
+    for name in ("checkpoint_sqlite", "checkpoint_postgres"):
+        if name in r:
+            c = r[name]
+            print(f"{name:19s}: {c['checkpoint_kb']:.0f} KB, engine {c['checkpoint_ms']:.2f} ms + db "
+                  f"{c['db_write_ms']:.2f} ms per epoch of {c['epoch_ms']:.1f} ms = "
+                  f"{100 * c['share']:.1f}% (digits MLP, every epoch)")
+    rest, peak = r["rss_at_rest_mb"], r["rss_training_peak_mb"]
+    print(f"RSS at rest        : API {rest['api']:.0f} MB, worker {rest['worker']:.0f} MB "
+          f"(main + pool child)")
+    print(f"RSS training peak  : API {peak['api']:.0f} MB, worker {peak['worker']:.0f} MB on "
+          f"{peak['rows']:,} x 32 float32 rows ({peak['dataset_mb']:.1f} MB), job {peak['job']}")
+    print(f"total {r['seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

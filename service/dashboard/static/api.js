@@ -1,0 +1,65 @@
+// The JSON API, called with the signed-in API key. Paths are relative to the page, so the dashboard also
+// works behind a path prefix.
+
+const KEY = "backprop.apiKey";
+
+export function getKey() {
+  return sessionStorage.getItem(KEY);
+}
+
+export function setKey(key) {
+  sessionStorage.setItem(KEY, key);
+}
+
+export function clearKey() {
+  sessionStorage.removeItem(KEY);
+}
+
+export function authHeaders(key = getKey()) {
+  return { Authorization: `Bearer ${key}` };
+}
+
+export class ApiError extends Error {
+  constructor(status, problem) {
+    const detail = problem && typeof problem === "object" ? problem.detail || problem.title : problem;
+    super(detail || `HTTP ${status}`);
+    this.status = status;
+    this.problem = problem;
+  }
+}
+
+export async function api(path, { method = "GET", body, key, signal } = {}) {
+  const headers = { ...authHeaders(key), Accept: "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch(path, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    signal,
+    cache: "no-store",
+  });
+  const text = await response.text();
+  let data = null;
+  if (text) {
+    try {
+      data = JSON.parse(text);
+    } catch {
+      data = text;
+    }
+  }
+  if (!response.ok) throw new ApiError(response.status, data);
+  return data;
+}
+
+const enc = encodeURIComponent;
+
+export const listJobs = (limit = 50) => api(`v1/jobs?limit=${limit}`);
+export const getJob = (id) => api(`v1/jobs/${enc(id)}`);
+export const cancelJob = (id) => api(`v1/jobs/${enc(id)}/cancel`, { method: "POST" });
+export const listModels = (limit = 200) => api(`v1/models?limit=${limit}`);
+export const getModel = (id) => api(`v1/models/${enc(id)}`);
+export const listVersions = (id) => api(`v1/models/${enc(id)}/versions?limit=100`);
+export const listDatasets = (limit = 200) => api(`v1/datasets?limit=${limit}`);
+export const predict = (id, inputs, version) =>
+  api(`v1/models/${enc(id)}/predict`, { method: "POST", body: version ? { inputs, version } : { inputs } });
+export const eventsUrl = (id) => `v1/jobs/${enc(id)}/events`;
