@@ -302,62 +302,124 @@ def bench_training_rss(url: str, key: str, api_pid: int, worker_pid: int, rows: 
                                        "epoch_s": [h.get("seconds") for h in job["history"]]}
 
 
-def bench_checkpoint_share(db_url: str, epochs: int) -> dict[str, Any]:
-    """The worker's checkpoint path (engine checkpoint + Store.record_epoch in one transaction)
-    against the epoch time, on digits with the MLP above; database as given."""
+def _bench_rows(sf, X, y, spec, config, n_classes):
     import engine
-    from sqlalchemy.orm import sessionmaker
 
     from service.db.models import Dataset, Job, Model, Owner
-    from service.db.session import make_engine
-    from service.migrate import upgrade_to_head
-    from workers.runner import Claim, Store, jsonable
+    from service.training_data import pack_arrays
 
-    upgrade_to_head(db_url)
-    eng = make_engine(db_url)
-    sf = sessionmaker(eng, expire_on_commit=False)
     with sf() as s, s.begin():
         owner = Owner(name="bench")
         s.add(owner)
         s.flush()
-        m = Model(owner_id=owner.id, name="m", input_shape=[64], spec=MLP, summary={})
-        d = Dataset(owner_id=owner.id, name="d", task="classification", n_samples=1, n_features=64,
-                    input_shape=[64], feature_names=[], target_names=[], classes=[], size_bytes=0,
-                    data=b"")
+        m = Model(owner_id=owner.id, name="m", input_shape=spec["input_shape"], spec=spec,
+                  summary=engine.build(spec, seed=0).summary())
+        d = Dataset(owner_id=owner.id, name="d", task="classification", n_samples=len(X),
+                    n_features=X.shape[1], input_shape=[X.shape[1]], feature_names=[],
+                    target_names=["label"], classes=list(range(n_classes)), size_bytes=0,
+                    data=pack_arrays(X, y))
         s.add_all([m, d])
         s.flush()
-        job = Job(owner_id=owner.id, model_id=m.id, dataset_id=d.id, status="running",
-                  config={}, epochs=epochs, history=[], worker="bench")
+        job = Job(owner_id=owner.id, model_id=m.id, dataset_id=d.id, status="queued",
+                  config={**engine.normalize_fit_config(config), "checkpoint_every": 1},
+                  epochs=config["epochs"], history=[])
         s.add(job)
         s.flush()
-        claim = Claim(job.id, "bench", 1, m.id, d.id, MLP, [64], {}, {}, epochs)
+        return job.id
+
+
+def bench_checkpoint(db_url: str, workload: str, epochs: int) -> dict[str, Any]:
+    """Checkpoints through the worker's own code (``workers.runner.run_job`` in this process, a
+    checkpoint due every epoch): the training time of that run against a bare ``fit`` of the same
+    job, and the raw cost of one checkpoint (engine serialization + its database transaction)
+    against the epoch time."""
+    import engine
+    from sqlalchemy.orm import sessionmaker
+
+    from service.config import Settings
+    from service.db.session import make_engine
+    from service.migrate import upgrade_to_head
+    from workers import runner
+    from workers.runner import Claim, Store, jsonable, run_job
+
+    if workload == "digits":
+        X, y = digits()
+        spec, n_classes, batch = MLP, 10, 32
+    else:
+        rng = np.random.default_rng(0)
+        X = rng.normal(size=(100_000, 32)).astype(np.float32)
+        y = (X[:, :4].sum(axis=1) > 0).astype(np.int64)
+        spec = {"input_shape": [32], "layers": [
+            {"type": "dense", "units": 128, "activation": "relu"},
+            {"type": "dense", "units": 64, "activation": "relu"},
+            {"type": "dense", "units": 2, "activation": "softmax"}]}
+        n_classes, batch = 2, 256
+    config = {**FIT, "epochs": epochs, "batch_size": batch}
+    upgrade_to_head(db_url)
+    eng = make_engine(db_url)
+    sf = sessionmaker(eng, expire_on_commit=False)
+    settings = Settings(database_url=db_url, broker_url="memory://", data_dir=Path(tempfile.gettempdir()))
+
+    # bare fit
+    t0 = time.perf_counter()
+    engine.build(spec, seed=1).fit(X, y, **config)
+    bare = time.perf_counter() - t0
+
+    # the worker's run, fit timed alone (claim, data load and the version write excluded)
+    fit_time = {}
+    real_build = engine.build
+
+    def timed_build(spec_, seed=None):
+        model = real_build(spec_, seed=seed)
+        real_fit = model.fit
+
+        def fit(*a, **kw):
+            t = time.perf_counter()
+            try:
+                return real_fit(*a, **kw)
+            finally:
+                fit_time["s"] = time.perf_counter() - t
+        model.fit = fit
+        return model
+
+    job_id = _bench_rows(sf, X, y, spec, config, n_classes)
+    engine.build = timed_build
+    try:
+        outcome = run_job(job_id, settings=settings, session_factory=sf)
+    finally:
+        engine.build = real_build
+    with sf() as s:
+        from service.db.models import Checkpoint
+
+        n_ck = s.query(Checkpoint).filter(Checkpoint.job_id == job_id).count()
+
+    # the raw cost of one checkpoint, every epoch, synchronously
+    claim_id = _bench_rows(sf, X, y, spec, config, n_classes)
     store = Store(sf)
-    X, y = digits()
-    ck_times, rec_times, sizes = [], [], []
-    epoch_start = [time.perf_counter()]
-    epoch_times = []
+    claim = store.claim(claim_id, "bench")
+    costs, sizes, epoch_times = [], [], []
+    mark = [time.perf_counter()]
 
     def on_epoch(ev):
-        t0 = time.perf_counter()
-        epoch_times.append(t0 - epoch_start[0])
+        t = time.perf_counter()
+        epoch_times.append(t - mark[0])
         data = ev.checkpoint()
-        t1 = time.perf_counter()
         store.record_epoch(claim, ev.epoch, jsonable(dict(ev.row)), data)
-        t2 = time.perf_counter()
-        ck_times.append(t1 - t0)
-        rec_times.append(t2 - t1)
+        costs.append(time.perf_counter() - t)
         sizes.append(len(data))
-        epoch_start[0] = time.perf_counter()
+        mark[0] = time.perf_counter()
 
-    model = engine.build(MLP, seed=1)
-    model.fit(X, y, callbacks=[on_epoch], **{**FIT, "epochs": epochs})
+    engine.build(spec, seed=1).fit(X, y, callbacks=[on_epoch], **config)
     eng.dispose()
-    write = [a + b for a, b in zip(ck_times, rec_times)]
-    return {"epoch_ms": statistics.median(epoch_times) * 1e3,
-            "checkpoint_ms": statistics.median(ck_times) * 1e3,
-            "db_write_ms": statistics.median(rec_times) * 1e3,
-            "share": statistics.median(write) / statistics.median(epoch_times),
-            "checkpoint_kb": statistics.median(sizes) / 1024, "epochs": epochs}
+    return {"workload": workload, "epochs": epochs, "outcome": outcome,
+            "bare_fit_s": bare, "worker_fit_s": fit_time.get("s", float("nan")),
+            "overhead": fit_time.get("s", float("nan")) / bare - 1,
+            "checkpoints_kept": n_ck,
+            "epoch_ms": statistics.median(epoch_times) * 1e3,
+            "checkpoint_ms": statistics.median(costs) * 1e3,
+            "share": statistics.median(costs) / statistics.median(epoch_times),
+            "checkpoint_kb": statistics.median(sizes) / 1024,
+            "budget": runner.CHECKPOINT_BUDGET}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -430,8 +492,9 @@ def main() -> int:
             bench_training_rss(url, key, api_pid, worker_pid, rows, results)
         finally:
             stop(proc)
-        results["checkpoint_sqlite"] = bench_checkpoint_share(
-            f"sqlite:///{tmp / 'ck.db'}", epochs=10 if args.quick else 30)
+        for workload, epochs in (("digits", 30), ("100k", 3 if args.quick else 5)):
+            results[f"checkpoint_sqlite_{workload}"] = bench_checkpoint(
+                f"sqlite:///{tmp / f'ck-{workload}.db'}", workload, epochs)
         if not args.skip_redis:
             procs, url, key, cleanup = start_production(tmp)
             try:
@@ -444,9 +507,10 @@ def main() -> int:
             with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
                 conn.execute(f'CREATE DATABASE "backprop_ck_{tag}"')
             try:
-                results["checkpoint_postgres"] = bench_checkpoint_share(
-                    f"postgresql+psycopg://postgres@127.0.0.1:5432/backprop_ck_{tag}",
-                    epochs=10 if args.quick else 30)
+                for workload, epochs in (("digits", 30), ("100k", 3 if args.quick else 5)):
+                    results[f"checkpoint_postgres_{workload}"] = bench_checkpoint(
+                        f"postgresql+psycopg://postgres@127.0.0.1:5432/backprop_ck_{tag}",
+                        workload, epochs)
             finally:
                 from service.db.session import engine_for
 
@@ -473,12 +537,13 @@ def report(r: dict[str, Any]) -> None:
             d = r[name]
             print(f"{name:19s}: POST -> running p50 {d['p50_ms']:.0f} ms  p90 {d['p90_ms']:.0f} ms  "
                   f"max {d['max_ms']:.0f} ms  (n={d['n']})")
-    for name in ("checkpoint_sqlite", "checkpoint_postgres"):
-        if name in r:
-            c = r[name]
-            print(f"{name:19s}: {c['checkpoint_kb']:.0f} KB, engine {c['checkpoint_ms']:.2f} ms + db "
-                  f"{c['db_write_ms']:.2f} ms per epoch of {c['epoch_ms']:.1f} ms = "
-                  f"{100 * c['share']:.1f}% (digits MLP, every epoch)")
+    for name, c in r.items():
+        if name.startswith("checkpoint_"):
+            print(f"{name:26s}: one checkpoint ({c['checkpoint_kb']:.0f} KB) = "
+                  f"{c['checkpoint_ms']:.2f} ms per {c['epoch_ms']:.1f} ms epoch "
+                  f"({100 * c['share']:.1f}% if taken every epoch); worker's run: fit "
+                  f"{c['worker_fit_s']:.2f} s vs bare {c['bare_fit_s']:.2f} s "
+                  f"({100 * c['overhead']:+.1f}%), {c['checkpoints_kept']} kept")
     rest, peak = r["rss_at_rest_mb"], r["rss_training_peak_mb"]
     print(f"RSS at rest        : API {rest['api']:.0f} MB, worker {rest['worker']:.0f} MB "
           f"(main + pool child)")

@@ -12,6 +12,7 @@ from service.api.routes import datasets, jobs, models, operations, predictions
 from service.config import Settings, get_settings
 from service.db.session import make_engine
 from service.errors import install_error_handlers, problem_response
+from service.ratelimit import RateLimiter
 from service.serving import ModelCache
 
 log = logging.getLogger("backprop.app")
@@ -140,6 +141,7 @@ def create_app(
 
             await run_in_threadpool(upgrade_to_head, db_url)
         yield
+        await app.state.event_hub.close()
         app.state.model_cache.clear()
         app.state.db_engine.dispose()
 
@@ -157,10 +159,24 @@ def create_app(
     app.state.session_factory = sessionmaker(db_engine, expire_on_commit=False)
     app.state.model_cache = ModelCache(settings.model_cache_bytes)
     app.state.enqueue = enqueue or default_enqueue(settings)
+    from service.events import EventHub
+    from service.metrics import Metrics, MetricsMiddleware
+
+    app.state.event_hub = EventHub(app.state.session_factory, settings.events_poll_interval_s)
+    app.state.metrics = Metrics(app.state.session_factory, settings, app.state.event_hub)
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     install_error_handlers(app)
     for module in (operations, datasets, models, predictions, jobs):
         app.include_router(module.router)
+    from service.dashboard import router as dashboard_router
+
+    app.include_router(dashboard_router)  # GET / and its static files
+    from service.api.routes import events as events_routes, metrics as metrics_routes
+
+    for module in (events_routes, metrics_routes):  # GET /v1/jobs/{id}/events, GET /metrics
+        app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outermost: sees every response
     return app

@@ -23,6 +23,11 @@ def _hash(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
+def key_digest(key: str) -> str:
+    """The SHA-256 hex digest of a key: what is stored, and an id for it that is safe to keep in memory."""
+    return _hash(key)
+
+
 def create_api_key(session: Session, name: str, owner_id: str | None = None) -> str:
     """Create a key for ``owner_id`` (a new owner named ``name`` when None) and return it.
 

@@ -110,10 +110,6 @@ class TooManyRequests(BackpropError):
         super().__init__(detail, headers={"Retry-After": str(max(1, math.ceil(retry_after)))})
 
 
-class NotImplementedYet(BackpropError):
-    status, title, slug = 501, "Not implemented", "not-implemented"
-
-
 class Unavailable(BackpropError):
     status, title, slug = 503, "Service unavailable", "unavailable"
 

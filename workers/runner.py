@@ -47,6 +47,8 @@ KEEP_LAST_CHECKPOINTS = 3
 CANCEL_POLL_S = 0.25
 #: Checkpoints are spaced out so that taking and writing them costs at most this share of training.
 CHECKPOINT_BUDGET = 0.05
+#: The epoch writer's shortest interval between two transactions (progress is at most this late).
+MIN_WRITE_INTERVAL_S = 0.2
 #: Give up retrying a transient database error after this long; the job then stays ``running`` with
 #: a stale heartbeat and the reconciler re-queues it: a database outage never marks a job failed.
 DB_RETRY_TOTAL_S = 600.0
@@ -501,6 +503,7 @@ class EpochWriter:
         self._checkpoint: tuple[int, bytes] | None = None
         self._busy = False
         self._closed = False
+        self._urgent = False
         self.error: BaseException | None = None
         #: seconds the last checkpoint's transaction took (for the checkpoint budget)
         self.last_checkpoint_write_s = 0.0
@@ -519,8 +522,11 @@ class EpochWriter:
 
     def flush(self, timeout: float | None = None) -> None:
         with self._cv:
+            self._urgent = True
+            self._cv.notify_all()
             self._cv.wait_for(lambda: (not self._rows and self._checkpoint is None
                                        and not self._busy) or self.error is not None, timeout)
+            self._urgent = False
         if self.error is not None:
             raise self.error
 
@@ -531,12 +537,21 @@ class EpochWriter:
         self._thread.join(timeout=DB_RETRY_TOTAL_S + 10)
 
     def _run(self) -> None:
+        last_write = -math.inf
         while True:
             with self._cv:
                 self._cv.wait_for(lambda: self._rows or self._checkpoint is not None
                                   or self._closed)
+                # Short epochs: one transaction per MIN_WRITE_INTERVAL_S at most, with all the
+                # epochs since the last one (a flush or the end of the run does not wait).
+                while not (self._closed or self._urgent):
+                    left = MIN_WRITE_INTERVAL_S - (time.monotonic() - last_write)
+                    if left <= 0:
+                        break
+                    self._cv.wait(left)
                 if not self._rows and self._checkpoint is None:
                     return  # closed and drained
+                last_write = time.monotonic()
                 rows, ck = self._rows, self._checkpoint
                 self._rows, self._checkpoint, self._busy = [], None, True
             try:

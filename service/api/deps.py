@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session
 
 from service import auth
 from service.config import Settings
-from service.errors import Unauthorized
+from service.errors import TooManyRequests, Unauthorized
+from service.ratelimit import RateLimiter
 from service.serving import ModelCache
 from service.services.hooks import pop_after_commit
 
@@ -51,13 +52,26 @@ _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: 
 
 
 def get_owner(
-    session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    request: Request,
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized()
-    owner_id = auth.authenticate(session, credentials.credentials.strip())
+    key = credentials.credentials.strip()
+    owner_id = auth.authenticate(session, key)
     if owner_id is None:
         raise Unauthorized("The API key is not valid (or was revoked).")
+    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+    if limiter is not None and limiter.enabled:
+        # Only authenticated keys get a bucket (by the key's hash, never the key itself).
+        wait = limiter.acquire(auth.key_digest(key))
+        if wait is not None:
+            raise TooManyRequests(
+                f"this API key is over its rate limit of rate_limit_per_s={limiter.rate:g} "
+                f"(rate_limit_burst={limiter.burst:g}); retry after the Retry-After delay",
+                retry_after=wait,
+            )
     return owner_id
 
 
@@ -78,11 +92,16 @@ def get_enqueue(request: Request) -> Callable[[str], None]:
 EnqueueDep = Annotated[Callable[[str], None], Depends(get_enqueue)]
 
 
+#: Integers that reach a query are bounded by the smallest integer column type (PostgreSQL INTEGER), so that an
+#: absurd value is a 422 rather than a database overflow.
+MAX_DB_INT = 2**31 - 1
+
+
 class PageParams:
     def __init__(
         self,
         limit: Annotated[int, Query(ge=1, le=500, description="At most 500.")] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_DB_INT)] = 0,
     ) -> None:
         self.limit = limit
         self.offset = offset

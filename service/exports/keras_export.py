@@ -38,7 +38,9 @@ Mapping (inference behaviour is identical to ``Model.predict``):
 * BatchNormalization, Dropout, Flatten and GaussianNoise map one to one (Dropout and GaussianNoise
   are the identity at inference in both).
 * Layer dtypes are plain strings (``"float32"``, or ``"float64"`` for a float64 model), which every
-  Keras 3 release accepts.
+  Keras 3 release accepts. (Keras turns the Normalization config's lists into float32 tensors before
+  casting, so a float64 model's export matches to ~1e-7 relative rather than to float64 precision;
+  the service's models are float32.)
 """
 from __future__ import annotations
 
@@ -71,7 +73,8 @@ probabilities/values.
 ```python
 import json, zipfile, numpy as np, keras      # any Keras 3 backend: numpy, jax, torch, tensorflow
 
-with zipfile.ZipFile("{archive}") as z:
+ARCHIVE = "{archive}"                        # the downloaded file
+with zipfile.ZipFile(ARCHIVE) as z:
     model = keras.models.model_from_json(z.read("model.json").decode("utf-8"))
     with np.load(z.open("model.weights.npz"), allow_pickle=False) as w:
         model.set_weights([w[f"arr_{{i}}"] for i in range(len(w.files))])
@@ -84,8 +87,8 @@ Exported from Backprop (Keras export format 1).
 """
 
 LOAD_SCRIPT = '''\
-"""Load this Backprop export into Keras 3: ``python load_model.py [ARCHIVE]`` (default: the folder this
-script is in, unzipped, or the zip it was extracted from)."""
+"""Load this Backprop export into Keras 3: ``python load_model.py [ZIP_OR_FOLDER]`` (default: the folder
+this script is in, i.e. the unzipped archive); from Python, ``load(path)`` returns the Keras model."""
 import os
 import sys
 import zipfile

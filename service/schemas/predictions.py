@@ -15,7 +15,7 @@ class PredictIn(BaseModel):
         description="Rows as lists of numbers (the dataset's feature order) or objects keyed by feature name.",
         examples=[[[0.0, 1.0, 2.5]]],
     )
-    version: int | None = Field(default=None, ge=1, description="Defaults to the latest version.")
+    version: int | None = Field(default=None, ge=1, le=2**31 - 1, description="Defaults to the latest version.")
 
 
 class PredictOut(BaseModel):

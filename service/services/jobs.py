@@ -10,8 +10,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from service.config import Settings
-from service.db.models import Checkpoint, Dataset, Job, Model, utcnow
-from service.errors import Conflict, Invalid, LimitExceeded, NotFound
+from service.db.models import Checkpoint, Dataset, Job, Model, Owner, utcnow
+from service.errors import Conflict, Invalid, LimitExceeded, NotFound, TooManyRequests
 from service.services import engine_port
 from service.services.hooks import after_commit
 from service.training_data import TargetMismatch, check_targets, n_outputs_of, n_targets_of, target_shape
@@ -30,6 +30,32 @@ def _owned(session: Session, cls: type, ident: str, owner_id: str, field: str) -
         kind = "model" if cls is Model else "dataset"
         raise Invalid(f"{kind} {ident} was not found", loc=["body", field])
     return row
+
+
+#: Seconds a client is told to wait when it has too many jobs queued or running.
+CONCURRENCY_RETRY_AFTER_S = 5
+
+
+def _check_concurrency(session: Session, settings: Settings, owner_id: str) -> None:
+    """429 when the owner already has ``max_concurrent_jobs_per_owner`` jobs queued or running.
+
+    A quota that frees itself as jobs finish, not a fault of the request: hence 429 with Retry-After (retrying
+    the same request later succeeds), not 422. The owner's row is locked (PostgreSQL) so that concurrent
+    submissions by one owner are counted one after the other.
+    """
+    limit = settings.max_concurrent_jobs_per_owner
+    if limit <= 0:
+        return
+    session.execute(select(Owner.id).where(Owner.id == owner_id).with_for_update())
+    active = session.scalar(
+        select(func.count()).select_from(Job).where(Job.owner_id == owner_id, Job.status.in_(ACTIVE))
+    ) or 0
+    if active >= limit:
+        raise TooManyRequests(
+            f"{active} jobs are already queued or running for this owner, the limit of "
+            f"max_concurrent_jobs_per_owner={limit}; wait for one to finish or cancel one",
+            retry_after=CONCURRENCY_RETRY_AFTER_S,
+        )
 
 
 def create(
@@ -83,6 +109,7 @@ def create(
         target_shape(dataset.task, dataset.n_samples, n_targets, loss, n_outputs),
     )
 
+    _check_concurrency(session, settings, owner_id)
     checkpoint_every = body.checkpoint_every if body.checkpoint_every is not None else DEFAULT_CHECKPOINT_EVERY
     job = Job(
         owner_id=owner_id,

@@ -9,7 +9,8 @@ from sqlalchemy.orm import Session, undefer
 
 from service.config import Settings
 from service.db.models import Model, ModelVersion
-from service.errors import Invalid, LimitExceeded, NotFound, NotImplementedYet
+from service.errors import Invalid, LimitExceeded, NotFound
+from service.exports import export_model
 from service.services import engine_port
 
 
@@ -141,10 +142,7 @@ def get_version(
 
 
 def export(session: Session, owner_id: str, model_id: str, fmt: str, version: int | None) -> tuple[bytes, str, str]:
-    """(content, media type, file name) of a trained version."""
-    if fmt != "npz":
-        # Check ownership and existence first, so another owner's model still answers 404.
-        get(session, owner_id, model_id)
-        raise NotImplementedYet(f"export format {fmt!r} is not available yet; use format=npz")
+    """(content, media type, file name) of a trained version in ``fmt`` (npz, keras or onnx)."""
     _model, row = get_version(session, owner_id, model_id, version, with_data=True)
-    return row.data, "application/octet-stream", f"model-{model_id}-v{row.version}.npz"
+    content, media_type, suffix = export_model(row.data, fmt)
+    return content, media_type, f"model-{model_id}-v{row.version}{suffix}"

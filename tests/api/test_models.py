@@ -98,7 +98,7 @@ def test_list_versions_export_without_training(client, auth):
     assert client.get(f"/v1/models/{ids[0]}/versions", headers=auth).json() == {"items": [], "total": 0}
     r = client.get(f"/v1/models/{ids[0]}/export?format=npz", headers=auth)
     assert r.status_code == 409
-    assert client.get(f"/v1/models/{ids[0]}/export?format=onnx", headers=auth).status_code == 501
+    assert client.get(f"/v1/models/{ids[0]}/export?format=onnx", headers=auth).status_code == 409
     assert client.get(f"/v1/models/{ids[0]}/export?format=pickle", headers=auth).status_code == 422
     r = client.post(f"/v1/models/{ids[0]}/predict", headers=auth, json={"inputs": [[1, 2]]})
     assert r.status_code == 409 and r.headers["content-type"].startswith("application/problem+json")

@@ -179,3 +179,24 @@ def test_digits_loop_over_http(client, make_key, session_factory):
     accuracy = np.mean([p == t for p, t in zip(out["predictions"], truth)])
     assert accuracy >= 0.95, accuracy
     assert np.allclose(np.sum(out["probabilities"], axis=1), 1.0)
+
+
+def test_export_onnx_and_keras_over_http_match_predict(client, trained):
+    """The route serves the exports of service/exports; ONNX output equals predict's probabilities."""
+    import zipfile
+
+    auth, m, _ = trained
+    rows = [[0.2, -0.1], [4.5, -3.2], [8.1, -6.0]]
+    probs = np.array(client.post(f"/v1/models/{m['id']}/predict", headers=auth,
+                                 json={"inputs": rows}).json()["probabilities"])
+    r = client.get(f"/v1/models/{m['id']}/export?format=keras", headers=auth)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
+    assert r.headers["content-disposition"].endswith('-v1-keras.zip"')
+    assert {"model.json", "model.weights.npz"} <= set(zipfile.ZipFile(io.BytesIO(r.content)).namelist())
+    r = client.get(f"/v1/models/{m['id']}/export?format=onnx&version=1", headers=auth)
+    assert r.status_code == 200 and r.headers["content-disposition"].endswith('-v1.onnx"')
+    ort = pytest.importorskip("onnxruntime")
+    session = ort.InferenceSession(r.content, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    out = session.run(None, {name: np.asarray(rows, dtype=np.float32)})[0]
+    np.testing.assert_allclose(out, probs, rtol=1e-5, atol=1e-6)

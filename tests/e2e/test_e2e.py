@@ -196,7 +196,8 @@ def test_killed_worker_job_is_requeued_and_resumes_bit_identical(svc):
 
     job_id = start_job(svc, model_id, **long)
     deadline = time.monotonic() + 60
-    while get_job(svc, job_id)["progress"]["epoch"] < 3:
+    while (get_job(svc, job_id)["progress"]["epoch"] < 3
+           or svc.client.get(f"/v1/jobs/{job_id}/checkpoints").json()["total"] < 1):
         assert time.monotonic() < deadline, svc.log_tail()
         time.sleep(0.02)
     svc.kill_worker()

@@ -62,7 +62,9 @@ def _cases() -> dict[str, tuple[bytes, np.ndarray]]:
     y = ((X - X.mean(0)) / X.std(0) @ w > 0).astype(np.float32)
     spec = {"input_shape": [6], "layers": [
         dense(16, use_bias=False), BN, {"type": "activation", "activation": "relu"},
-        dense(12, "tanh"), {"type": "dropout", "rate": 0.1}, dense(8, "elu"), dense(2, "sigmoid")]}
+        dense(12, "tanh", kernel_initializer={"type": "random_normal", "stddev": 0.2, "seed": 3},
+              kernel_regularizer={"l1": 1e-4, "l2": 1e-3}),
+        {"type": "dropout", "rate": 0.1}, dense(8, "elu", bias_initializer="ones"), dense(2, "sigmoid")]}
     out["bn_activation_relu_tanh_elu_sigmoid"] = (_train(spec, X, y, "binary_crossentropy", seed=12),
                                                   _test_rows(X, 6))
 

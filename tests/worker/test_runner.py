@@ -80,7 +80,8 @@ def test_versions_are_numbered_per_model(sf, settings, make_job, fake_engine):
     assert [job_row(sf, j).result_version for j in ids] == [1, 2, 3]
 
 
-def test_keeps_last_three_and_best_while_running(sf, settings, make_job, fake_engine):
+def test_keeps_last_three_and_best_while_running(sf, settings, make_job, fake_engine, monkeypatch):
+    monkeypatch.setattr(runner, "MIN_WRITE_INTERVAL_S", 0.0)
     job_id = make_job(epochs=6, crash_after=6, batch_sleep=0.02)  # each write done before the next
     with pytest.raises(SimulatedCrash):
         run_job(job_id, settings=settings, session_factory=sf)
@@ -260,5 +261,19 @@ def test_slow_database_does_not_slow_training(sf, settings, make_job, fake_engin
     t0 = time.monotonic()
     assert run_job(job_id, settings=settings, session_factory=sf) == "succeeded"
     assert time.monotonic() - t0 < 100 * 0.05 / 2  # far less than one write per epoch
-    assert sum(writes) == 100 and len(writes) < 50
+    assert sum(writes) == 100 and len(writes) < 20
     assert [r["epoch"] for r in job_row(sf, job_id).history] == list(range(1, 101))
+
+
+def test_short_epochs_are_written_in_batches(sf, settings, make_job, fake_engine, monkeypatch):
+    real = runner.Store.record_epochs
+    writes = []
+
+    def counting(self, c, rows, ck=None):
+        writes.append(len(rows))
+        return real(self, c, rows, ck)
+
+    monkeypatch.setattr(runner.Store, "record_epochs", counting)
+    job_id = make_job(epochs=200, batches=1, batch_sleep=0.002)  # ~0.5 s of 2.5 ms epochs
+    assert run_job(job_id, settings=settings, session_factory=sf) == "succeeded"
+    assert sum(writes) == 200 and len(writes) <= 0.6 / runner.MIN_WRITE_INTERVAL_S + 2

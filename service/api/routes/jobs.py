@@ -15,7 +15,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
 @router.post(
-    "", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut, responses=problem_responses(401, 422)
+    "", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut, responses=problem_responses(401, 422, 429)
 )
 def create_job(
     body: JobCreate, session: SessionDep, owner: OwnerDep, settings: SettingsDep, enqueue: EnqueueDep

@@ -52,16 +52,20 @@ def list_versions(model_id: str, session: SessionDep, owner: OwnerDep, page: Pag
     "/{model_id}/export",
     response_class=Response,
     responses={
-        200: {"content": {"application/octet-stream": {}}, "description": "The trained version as a file"},
-        **problem_responses(401, 404, 409, 422, 501),
+        200: {
+            "content": {"application/octet-stream": {}, "application/zip": {}},
+            "description": "The trained version as a file: npz (engine archive), keras (zip of JSON config and "
+            "npz weights) or onnx (graph with standardization inside)",
+        },
+        **problem_responses(401, 404, 409, 422),
     },
 )
 def export_model(
     model_id: str,
     session: SessionDep,
     owner: OwnerDep,
-    format: Annotated[ExportFormat, Query(description="npz (available), keras, onnx")] = "npz",
-    version: Annotated[int | None, Query(ge=1)] = None,
+    format: Annotated[ExportFormat, Query(description="npz, keras or onnx")] = "npz",
+    version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
 ) -> Response:
     content, media_type, filename = service.export(session, owner, model_id, format, version)
     return Response(

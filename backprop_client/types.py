@@ -1,0 +1,152 @@
+"""The shapes the API answers with, as ``TypedDict``s (the responses stay plain JSON dicts, typed)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, NotRequired, TypedDict, TypeVar, Union
+
+T = TypeVar("T")
+
+Task = Literal["classification", "multilabel", "regression"]
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+Label = Union[int, float, str]
+FINAL_STATUSES: tuple[str, ...] = ("succeeded", "failed", "cancelled")
+
+
+class Page(TypedDict, Generic[T]):
+    items: list[T]
+    total: int
+
+
+class Dataset(TypedDict):
+    id: str
+    name: str
+    task: Task
+    n_samples: int
+    n_features: int
+    input_shape: list[int]
+    feature_names: list[str]
+    target_names: list[str]
+    classes: list[Label] | None
+    size_bytes: int
+    created_at: str
+
+
+class LayerSummary(TypedDict):
+    name: str
+    type: str
+    output_shape: list[int | None]
+    params: int
+    trainable_params: int
+
+
+class ModelSummary(TypedDict):
+    layers: list[LayerSummary]
+    total_params: int
+    trainable_params: int
+    non_trainable_params: int
+
+
+class Model(TypedDict):
+    id: str
+    name: str
+    input_shape: list[int]
+    layers: list[dict[str, Any]]
+    summary: ModelSummary
+    latest_version: int | None
+    created_at: str
+
+
+class Version(TypedDict):
+    version: int
+    job_id: str | None
+    metrics: dict[str, Any]
+    created_at: str
+
+
+class Progress(TypedDict):
+    epoch: int
+    epochs: int
+    fraction: float
+
+
+class JobError(TypedDict):
+    code: str
+    message: str
+
+
+class HistoryRow(TypedDict, total=False):
+    """One epoch: ``loss``, ``val_loss``, each metric and ``val_<metric>``, ``learning_rate``,
+    ``grad_norms`` (by layer name) and ``seconds``."""
+
+    epoch: int
+    loss: float
+    val_loss: float
+    learning_rate: float
+    grad_norms: dict[str, float]
+    seconds: float
+
+
+class Job(TypedDict):
+    id: str
+    model_id: str
+    dataset_id: str | None
+    status: JobStatus
+    config: dict[str, Any]
+    progress: Progress
+    history: list[HistoryRow]
+    result_version: int | None
+    error: JobError | None
+    attempts: int
+    cancel_requested: NotRequired[bool]
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+
+
+class Checkpoint(TypedDict):
+    epoch: int
+    metrics: dict[str, Any]
+    is_best: NotRequired[bool]
+    size_bytes: int
+    created_at: str
+
+
+class Prediction(TypedDict):
+    model_id: str
+    version: int
+    task: Task
+    predictions: list[Any]
+    probabilities: NotRequired[list[list[float]] | None]
+    classes: NotRequired[list[Label] | None]
+
+
+class StatusData(TypedDict):
+    id: str
+    status: JobStatus
+    attempts: int
+    progress: Progress
+    error: JobError | None
+    result_version: int | None
+
+
+@dataclass(frozen=True)
+class Event:
+    """One server-sent event of a job's stream: ``type`` is ``"status"`` (``data``: :class:`StatusData`) or
+    ``"progress"`` (``data``: a :class:`HistoryRow`)."""
+
+    type: str
+    id: str | None
+    data: Any
+
+    @property
+    def is_final(self) -> bool:
+        return self.type == "status" and isinstance(self.data, dict) and self.data.get("status") in FINAL_STATUSES
+
+    @classmethod
+    def from_fields(cls, event: str, id_: str | None, data: str) -> Event:
+        try:
+            payload: Any = json.loads(data) if data else None
+        except ValueError:
+            payload = data
+        return cls(event or "message", id_, payload)

@@ -1,0 +1,699 @@
+// The Backprop dashboard: sign in with an API key, watch jobs train, inspect models, try predictions.
+import * as api from "./api.js";
+import { LineChart, color } from "./charts.js";
+import { readEventStream, StreamError } from "./sse.js";
+
+const $ = (id) => document.getElementById(id);
+const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+const POLL_MS = 2000;
+const RESERVED = new Set(["epoch", "loss", "val_loss", "learning_rate", "grad_norms", "seconds"]);
+
+const state = {
+  jobs: [],
+  models: new Map(),
+  datasets: new Map(),
+  selected: null, // {kind: "job" | "model", id}
+  listTimer: null,
+  watcher: null,
+  job: null, // the job in view, its history kept sorted by epoch
+};
+
+// Exposed for the browser tests and for poking around in the console.
+window.__dashboard = { state, charts: {}, ready: false };
+
+// ---------------------------------------------------------------- helpers
+
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v == null || v === false) continue;
+    if (k === "class") el.className = v;
+    else if (k === "dataset") Object.assign(el.dataset, v);
+    else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else el.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) if (c != null) el.append(c instanceof Node ? c : String(c));
+  return el;
+}
+
+const short = (id) => (id ? id.slice(0, 8) : "–");
+
+function num(v, digits = 4) {
+  if (v == null || !Number.isFinite(v)) return "–";
+  const a = Math.abs(v);
+  if (a !== 0 && (a < 1e-3 || a >= 1e6)) return v.toExponential(2);
+  return Number(v.toPrecision(digits)).toString();
+}
+
+function duration(s) {
+  if (s == null || !Number.isFinite(s)) return "–";
+  if (s < 1) return "< 1 s";
+  if (s < 60) return `${Math.round(s)} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
+  return `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min`;
+}
+
+function when(iso) {
+  if (!iso) return "–";
+  const d = new Date(iso);
+  return Number.isNaN(d.getTime()) ? iso : d.toLocaleString();
+}
+
+// Seconds per epoch (mean of the last five epochs) and the time left at that pace.
+export function eta(job) {
+  const history = job.history || [];
+  const epochs = job.progress?.epochs || job.config?.epochs || 0;
+  const done = job.progress?.epoch ?? history.length;
+  const recent = history.slice(-5).map((r) => r.seconds).filter((v) => Number.isFinite(v));
+  const perEpoch = recent.length ? recent.reduce((a, b) => a + b, 0) / recent.length : null;
+  const remaining = Math.max(epochs - done, 0);
+  return { perEpoch, remaining: perEpoch == null ? null : perEpoch * remaining, done, epochs };
+}
+
+function etaText(job) {
+  if (job.status === "queued") return "queued";
+  if (TERMINAL.has(job.status)) {
+    if (job.started_at && job.finished_at) {
+      return `took ${duration((new Date(job.finished_at) - new Date(job.started_at)) / 1000)}`;
+    }
+    return "–";
+  }
+  const e = eta(job);
+  return e.remaining == null ? "…" : duration(e.remaining);
+}
+
+function fraction(job) {
+  if (job.status === "succeeded") return 1;
+  return job.progress?.fraction ?? 0;
+}
+
+function modelName(id) {
+  const m = state.models.get(id);
+  return m ? m.name : short(id);
+}
+
+function datasetName(id) {
+  const d = state.datasets.get(id);
+  return d ? d.name : short(id);
+}
+
+// ---------------------------------------------------------------- sign in / out
+
+async function signIn(key) {
+  // Any authenticated read tells a good key from a bad one.
+  await api.api("v1/jobs?limit=1", { key });
+  api.setKey(key);
+}
+
+function showSignIn(message = "") {
+  stopEverything();
+  $("app").hidden = true;
+  $("nav").hidden = true;
+  $("signin").hidden = false;
+  $("signin-error").textContent = message;
+  $("api-key").value = "";
+  $("api-key").focus();
+}
+
+async function showApp() {
+  $("signin").hidden = true;
+  $("app").hidden = false;
+  $("nav").hidden = false;
+  const key = api.getKey() || "";
+  $("whoami").textContent = `key ${key.slice(0, 7)}…`;
+  await refreshLists();
+  await route();
+  window.__dashboard.ready = true;
+}
+
+function stopEverything() {
+  clearTimeout(state.listTimer);
+  state.listTimer = null;
+  if (state.watcher) state.watcher.stop();
+  state.watcher = null;
+  window.__dashboard.ready = false;
+}
+
+function handleError(err) {
+  if (err instanceof api.ApiError && err.status === 401) {
+    api.clearKey();
+    showSignIn("The API key was rejected (revoked or wrong). Sign in again.");
+    return true;
+  }
+  console.error(err);
+  return false;
+}
+
+// ---------------------------------------------------------------- lists (polled)
+
+async function refreshLists() {
+  clearTimeout(state.listTimer);
+  try {
+    const [jobs, models, datasets] = await Promise.all([api.listJobs(), api.listModels(), api.listDatasets()]);
+    state.jobs = jobs.items;
+    state.models = new Map(models.items.map((m) => [m.id, m]));
+    state.datasets = new Map(datasets.items.map((d) => [d.id, d]));
+    $("jobs-total").textContent = `${jobs.total}`;
+    $("models-total").textContent = `${models.total}`;
+    renderJobs();
+    renderModels();
+  } catch (err) {
+    if (handleError(err)) return;
+  }
+  if (!api.getKey()) return;
+  const active = state.jobs.some((j) => !TERMINAL.has(j.status));
+  state.listTimer = setTimeout(refreshLists, active ? 3000 : 15000);
+}
+
+function jobRow(job) {
+  const selected = state.selected?.kind === "job" && state.selected.id === job.id;
+  const bar = h("div", { class: `bar ${job.status}` });
+  bar.style.width = `${Math.round(fraction(job) * 100)}%`;
+  return h(
+    "tr",
+    { class: selected ? "selected" : null, dataset: { jobId: job.id, status: job.status },
+      onclick: () => go(`job/${job.id}`) },
+    h("td", {}, h("span", { class: "mono" }, short(job.id)), h("span", { class: "sub" }, modelName(job.model_id))),
+    h("td", {}, h("span", { class: `badge ${job.status}` }, job.status)),
+    h("td", { title: `epoch ${job.progress.epoch} of ${job.progress.epochs}` },
+      h("div", { class: "progress" }, bar),
+      h("span", { class: "sub" }, `${job.progress.epoch}/${job.progress.epochs}`)),
+    h("td", { class: "eta" }, etaText(job)),
+  );
+}
+
+function renderJobs() {
+  const body = $("jobs-table").tBodies[0];
+  body.replaceChildren(...state.jobs.map(jobRow));
+  $("jobs-empty").hidden = state.jobs.length > 0;
+  $("jobs-table").hidden = state.jobs.length === 0;
+}
+
+function renderModels() {
+  const list = $("models-list");
+  const models = [...state.models.values()];
+  list.replaceChildren(
+    ...models.map((m) =>
+      h("li", { class: state.selected?.kind === "model" && state.selected.id === m.id ? "selected" : null,
+        dataset: { modelId: m.id }, onclick: () => go(`model/${m.id}`) },
+      h("span", {}, m.name),
+      h("span", { class: "muted" }, m.latest_version ? `v${m.latest_version}` : "untrained")),
+    ),
+  );
+  $("models-empty").hidden = models.length > 0;
+}
+
+// ---------------------------------------------------------------- routing
+
+function go(hash) {
+  if (location.hash === `#${hash}`) route();
+  else location.hash = hash;
+}
+
+async function route() {
+  if (!api.getKey()) return;
+  const [kind, id] = location.hash.replace(/^#/, "").split("/");
+  if (state.watcher) state.watcher.stop();
+  state.watcher = null;
+  if (kind === "job" && id) {
+    state.selected = { kind, id };
+    await showJob(id);
+  } else if (kind === "model" && id) {
+    state.selected = { kind, id };
+    await showModel(id);
+  } else if (state.jobs.length) {
+    state.selected = { kind: "job", id: state.jobs[0].id };
+    await showJob(state.jobs[0].id);
+  } else {
+    state.selected = null;
+    $("job-view").hidden = true;
+    $("model-view").hidden = true;
+    $("placeholder").hidden = false;
+  }
+  renderJobs();
+  renderModels();
+}
+
+// ---------------------------------------------------------------- one job
+
+function charts() {
+  const c = window.__dashboard.charts;
+  if (!c.loss) {
+    c.loss = new LineChart($("chart-loss"), { yLabel: "loss" });
+    c.metrics = new LineChart($("chart-metrics"));
+    c.grads = new LineChart($("chart-grads"), { log: true, yLabel: "‖∇W‖" });
+    c.lr = new LineChart($("chart-lr"));
+  }
+  return c;
+}
+
+function metricNames(history) {
+  const names = new Set();
+  for (const row of history) {
+    for (const [k, v] of Object.entries(row)) {
+      if (RESERVED.has(k) || k.startsWith("val_") || typeof v !== "number") continue;
+      names.add(k);
+    }
+  }
+  return [...names];
+}
+
+function layerNames(history) {
+  const names = [];
+  for (const row of history) for (const k of Object.keys(row.grad_norms || {})) if (!names.includes(k)) names.push(k);
+  return names;
+}
+
+function drawCharts(job) {
+  const c = charts();
+  const rows = job.history;
+  const epochs = job.progress?.epochs || job.config?.epochs || 0;
+  const hasVal = rows.some((r) => Number.isFinite(r.val_loss));
+  const loss = [{ label: "loss", color: color(0), get: (r) => r.loss }];
+  if (hasVal) loss.push({ label: "val_loss", color: color(1), dash: [6, 4], get: (r) => r.val_loss });
+  c.loss.update(rows, loss, epochs);
+
+  const metrics = [];
+  metricNames(rows).forEach((name, i) => {
+    metrics.push({ label: name, color: color(2 + 2 * i), get: (r) => r[name] });
+    if (rows.some((r) => Number.isFinite(r[`val_${name}`]))) {
+      metrics.push({ label: `val_${name}`, color: color(3 + 2 * i), dash: [6, 4], get: (r) => r[`val_${name}`] });
+    }
+  });
+  c.metrics.update(rows, metrics, epochs, rows.length ? "No metrics requested for this job." : "No epochs yet.");
+
+  const grads = layerNames(rows).map((name, i) => ({
+    label: name, color: color(i), get: (r) => (r.grad_norms ? r.grad_norms[name] : null),
+  }));
+  c.grads.update(rows, grads, epochs);
+  c.lr.update(rows, [{ label: "learning_rate", color: color(3), get: (r) => r.learning_rate }], epochs);
+}
+
+function stat(k, v) {
+  return h("div", { class: "stat" }, h("div", { class: "k" }, k), h("div", { class: "v" }, v));
+}
+
+function renderJob(job) {
+  $("placeholder").hidden = true;
+  $("model-view").hidden = true;
+  $("job-view").hidden = false;
+  $("job-view").dataset.jobId = job.id;
+  $("job-view").dataset.status = job.status;
+  $("job-title").textContent = short(job.id);
+  $("job-title").title = job.id;
+  $("job-subtitle").replaceChildren(
+    h("a", { onclick: () => go(`model/${job.model_id}`) }, modelName(job.model_id)),
+    " on ",
+    job.dataset_id ? datasetName(job.dataset_id) : "a deleted dataset",
+  );
+  const badge = $("job-status");
+  badge.className = `badge ${job.status}`;
+  badge.textContent = job.status;
+  $("job-cancel").hidden = TERMINAL.has(job.status) || job.cancel_requested;
+
+  const bar = $("job-progress-bar");
+  bar.className = `bar ${job.status}`;
+  bar.style.width = `${Math.round(fraction(job) * 100)}%`;
+  const e = eta(job);
+  const parts = [`epoch ${job.progress.epoch} / ${job.progress.epochs}`];
+  if (e.perEpoch != null) parts.push(`${num(e.perEpoch, 3)} s/epoch`);
+  if (job.status === "running" && e.remaining != null) parts.push(`ETA ${duration(e.remaining)}`);
+  else if (TERMINAL.has(job.status) || job.status === "queued") parts.push(etaText(job));
+  $("job-progress-text").textContent = parts.join(" · ");
+
+  const err = $("job-error");
+  err.hidden = !job.error;
+  err.textContent = job.error ? `${job.error.code}: ${job.error.message}` : "";
+
+  const cfg = job.config || {};
+  const opt = cfg.optimizer || {};
+  const meta = [
+    ["Loss", cfg.loss],
+    ["Optimizer", opt.type ? `${opt.type} (lr ${opt.learning_rate})` : "–"],
+    ["Batch size", cfg.batch_size],
+    ["Validation split", cfg.validation_split],
+    ["Seed", cfg.seed ?? "–"],
+    ["Attempts", job.attempts],
+    ["Started", when(job.started_at)],
+    ["Finished", when(job.finished_at)],
+    ["Result version", job.result_version ? `v${job.result_version}` : "–"],
+  ];
+  $("job-meta").replaceChildren(
+    ...meta.map(([k, v]) => h("div", {}, h("dt", {}, k), h("dd", { title: String(v ?? "") }, v ?? "–"))),
+  );
+
+  const last = job.history[job.history.length - 1];
+  const stats = [];
+  if (last) {
+    for (const [k, v] of Object.entries(last)) {
+      if (typeof v !== "number" || k === "epoch" || k === "seconds" || k === "learning_rate") continue;
+      stats.push(stat(k, num(v)));
+    }
+  }
+  $("job-last").replaceChildren(...stats);
+  drawCharts(job);
+}
+
+function mergeRow(job, row) {
+  const epoch = Number(row.epoch);
+  if (!Number.isFinite(epoch)) return;
+  const history = job.history.filter((r) => r.epoch < epoch);
+  history.push(row);
+  job.history = history;
+  const epochs = job.progress?.epochs || job.config?.epochs || 0;
+  job.progress = { epoch, epochs, fraction: epochs ? Math.min(epoch / epochs, 1) : 0 };
+  if (job.status === "queued") job.status = "running";
+}
+
+function syncListRow(job) {
+  const i = state.jobs.findIndex((j) => j.id === job.id);
+  if (i < 0) return;
+  state.jobs[i] = { ...state.jobs[i], ...job };
+  renderJobs();
+}
+
+async function showJob(id) {
+  let job;
+  try {
+    job = await api.getJob(id);
+  } catch (err) {
+    if (handleError(err)) return;
+    $("job-view").hidden = true;
+    $("model-view").hidden = true;
+    $("placeholder").hidden = false;
+    $("placeholder").textContent = `Job ${id}: ${err.message}`;
+    return;
+  }
+  job.history = [...(job.history || [])].sort((a, b) => a.epoch - b.epoch);
+  state.job = job;
+  renderJob(job);
+  if (!TERMINAL.has(job.status)) {
+    state.watcher = new JobWatcher(job);
+    state.watcher.start();
+  } else {
+    setLive("");
+  }
+}
+
+function setLive(mode) {
+  const el = $("job-live");
+  el.hidden = !mode;
+  el.className = `live ${mode}`;
+  el.textContent = mode === "stream" ? "live" : mode === "polling" ? "polling" : "";
+  $("job-view").dataset.live = mode;
+}
+
+// Follows one job until it ends: the event stream when the service has one (read with fetch() so that the
+// Authorization header goes along), else GET /v1/jobs/{id} every two seconds.
+class JobWatcher {
+  constructor(job) {
+    this.job = job;
+    this.abort = new AbortController();
+    this.stopped = false;
+    this.lastEventId = "";
+    this.timer = null;
+  }
+
+  stop() {
+    this.stopped = true;
+    this.abort.abort();
+    clearTimeout(this.timer);
+  }
+
+  current() {
+    return !this.stopped && state.job === this.job;
+  }
+
+  async start() {
+    let failures = 0;
+    while (this.current()) {
+      try {
+        this.lastEventId = await readEventStream(api.eventsUrl(this.job.id), {
+          headers: api.authHeaders(),
+          lastEventId: this.lastEventId,
+          signal: this.abort.signal,
+          onOpen: () => setLive("stream"),
+          onEvent: (ev) => this.onEvent(ev),
+        });
+        failures = 0;
+      } catch (err) {
+        if (!this.current()) return;
+        if (err instanceof StreamError && err.status === 401) {
+          handleError(new api.ApiError(401, null));
+          return;
+        }
+        if (err instanceof StreamError || ++failures >= 3) {
+          // 404 (no events route, or no such job), or a stream that keeps breaking: poll instead.
+          return this.poll();
+        }
+      }
+      if (!this.current()) return;
+      // The stream ended (after the final status) or broke: settle the state from the job itself.
+      if (await this.refresh()) return;
+      await new Promise((resolve) => (this.timer = setTimeout(resolve, 1000)));
+    }
+  }
+
+  onEvent(ev) {
+    if (!this.current()) return;
+    let data = ev.data;
+    try {
+      data = JSON.parse(ev.data);
+    } catch {
+      /* plain text */
+    }
+    if (ev.type === "progress" && data && typeof data === "object") {
+      mergeRow(this.job, data);
+    } else if (ev.type === "status") {
+      const status = typeof data === "string" ? data : data?.status;
+      if (status) this.job.status = status;
+      if (data && typeof data === "object" && data.error) this.job.error = data.error;
+      if (TERMINAL.has(status)) this.refresh();
+    } else {
+      return;
+    }
+    renderJob(this.job);
+    syncListRow(this.job);
+  }
+
+  // Re-reads the job; true when it has ended (and the views are settled).
+  async refresh() {
+    let job;
+    try {
+      job = await api.getJob(this.job.id);
+    } catch (err) {
+      handleError(err);
+      return false;
+    }
+    if (!this.current()) return true;
+    job.history = [...(job.history || [])].sort((a, b) => a.epoch - b.epoch);
+    // Keep rows the stream delivered that the database read may not show yet.
+    for (const row of this.job.history) if (!job.history.some((r) => r.epoch === row.epoch)) mergeRow(job, row);
+    if (TERMINAL.has(this.job.status) && !TERMINAL.has(job.status)) job.status = this.job.status;
+    Object.assign(this.job, job);
+    renderJob(this.job);
+    syncListRow(this.job);
+    if (TERMINAL.has(job.status)) {
+      this.stop();
+      setLive("");
+      refreshLists();
+      return true;
+    }
+    return false;
+  }
+
+  async poll() {
+    setLive("polling");
+    while (this.current()) {
+      if (await this.refresh()) return;
+      await new Promise((resolve) => (this.timer = setTimeout(resolve, POLL_MS)));
+    }
+  }
+}
+
+async function onCancel() {
+  const job = state.job;
+  if (!job) return;
+  $("job-cancel").disabled = true;
+  try {
+    const updated = await api.cancelJob(job.id);
+    job.cancel_requested = true;
+    if (TERMINAL.has(updated.status)) job.status = updated.status;
+    renderJob(job);
+    refreshLists();
+  } catch (err) {
+    if (!handleError(err)) alert(`Cancel failed: ${err.message}`);
+  } finally {
+    $("job-cancel").disabled = false;
+  }
+}
+
+// ---------------------------------------------------------------- one model
+
+function shape(s) {
+  return `(${["None", ...s.map((d) => (d == null ? "None" : d))].join(", ")})`;
+}
+
+function metricText(metrics) {
+  return Object.entries(metrics || {})
+    .filter(([, v]) => typeof v === "number")
+    .map(([k, v]) => `${k} ${num(v)}`)
+    .join(" · ");
+}
+
+async function showModel(id) {
+  let model, versions;
+  try {
+    [model, versions] = await Promise.all([api.getModel(id), api.listVersions(id)]);
+  } catch (err) {
+    if (handleError(err)) return;
+    $("job-view").hidden = true;
+    $("model-view").hidden = true;
+    $("placeholder").hidden = false;
+    $("placeholder").textContent = `Model ${id}: ${err.message}`;
+    return;
+  }
+  state.job = null;
+  $("placeholder").hidden = true;
+  $("job-view").hidden = true;
+  $("model-view").hidden = false;
+  $("model-view").dataset.modelId = model.id;
+  $("model-title").textContent = model.name;
+  $("model-subtitle").textContent = `${model.id} · created ${when(model.created_at)}`;
+  $("model-version").className = `badge ${model.latest_version ? "succeeded" : ""}`;
+  $("model-version").textContent = model.latest_version ? `latest v${model.latest_version}` : "untrained";
+
+  const s = model.summary;
+  $("model-summary").tBodies[0].replaceChildren(
+    h("tr", { class: "input" }, h("td", {}, "input"), h("td", {}, "InputLayer"), h("td", { class: "mono" },
+      shape(model.input_shape)), h("td", { class: "num" }, "0"), h("td", { class: "num" }, "0")),
+    ...s.layers.map((l) =>
+      h("tr", {}, h("td", {}, l.name), h("td", {}, l.type), h("td", { class: "mono" }, shape(l.output_shape)),
+        h("td", { class: "num" }, l.params.toLocaleString()),
+        h("td", { class: "num" }, l.trainable_params.toLocaleString())),
+    ),
+  );
+  $("model-summary").tFoot.replaceChildren(
+    h("tr", {}, h("td", { colspan: 3 },
+      `Total ${s.total_params.toLocaleString()} params · non-trainable ${s.non_trainable_params.toLocaleString()}`),
+    h("td", { class: "num" }, s.total_params.toLocaleString()),
+    h("td", { class: "num" }, s.trainable_params.toLocaleString())),
+  );
+
+  $("model-versions").tBodies[0].replaceChildren(
+    ...versions.items.map((v) =>
+      h("tr", { dataset: { version: v.version } }, h("td", {}, `v${v.version}`),
+        h("td", {}, v.job_id ? h("a", { class: "mono", onclick: () => go(`job/${v.job_id}`) }, short(v.job_id)) : "–"),
+        h("td", {}, metricText(v.metrics)), h("td", {}, when(v.created_at))),
+    ),
+  );
+  $("versions-empty").hidden = versions.items.length > 0;
+  $("model-versions").hidden = versions.items.length === 0;
+
+  const select = $("predict-version");
+  select.replaceChildren(
+    ...versions.items.map((v) => h("option", { value: v.version }, `v${v.version}${v.version === model.latest_version ? " (latest)" : ""}`)),
+  );
+  $("predict-button").disabled = versions.items.length === 0;
+  const features = featureNames(versions.items[0]);
+  $("predict-hint").textContent = features ? `features: ${features.join(", ")}` : "";
+  const width = model.input_shape.reduce((a, b) => a * b, 1);
+  const example = model.input_shape.length === 1 && width <= 32 ? JSON.stringify([Array(width).fill(0)]) : "";
+  const input = $("predict-input");
+  if (input.dataset.modelId !== model.id) {
+    input.value = example;
+    input.dataset.modelId = model.id;
+    $("predict-result").hidden = true;
+    $("predict-error").textContent = "";
+  }
+}
+
+function featureNames(version) {
+  if (!version?.job_id) return null;
+  const job = state.jobs.find((j) => j.id === version.job_id);
+  const ds = job && state.datasets.get(job.dataset_id);
+  return ds ? ds.feature_names : null;
+}
+
+async function onPredict(event) {
+  event.preventDefault();
+  const id = $("model-view").dataset.modelId;
+  $("predict-error").textContent = "";
+  let inputs;
+  try {
+    inputs = JSON.parse($("predict-input").value);
+  } catch (err) {
+    $("predict-error").textContent = `Not JSON: ${err.message}`;
+    return;
+  }
+  if (!Array.isArray(inputs)) inputs = [inputs];
+  if (inputs.length && !Array.isArray(inputs[0]) && typeof inputs[0] !== "object") inputs = [inputs];
+  const version = Number($("predict-version").value) || undefined;
+  $("predict-button").disabled = true;
+  try {
+    renderPrediction(inputs, await api.predict(id, inputs, version));
+  } catch (err) {
+    if (handleError(err)) return;
+    const errors = err.problem?.errors?.map((e) => e.msg).filter((m) => m && m !== err.message) || [];
+    $("predict-error").textContent = [err.message, ...errors].join("; ");
+    $("predict-result").hidden = true;
+  } finally {
+    $("predict-button").disabled = false;
+  }
+}
+
+function renderPrediction(inputs, out) {
+  const table = $("predict-result");
+  const classes = out.classes || [];
+  const probs = out.probabilities;
+  const head = ["#", "input", "prediction"];
+  if (probs) {
+    const width = probs[0]?.length || 0;
+    for (let i = 0; i < width; i++) head.push(`P(${classes[i] ?? i})`);
+  }
+  table.tHead.replaceChildren(h("tr", {}, ...head.map((c, i) => h("th", { class: i > 2 ? "num" : null }, c))));
+  table.tBodies[0].replaceChildren(
+    ...out.predictions.map((p, i) => {
+      const row = probs ? probs[i] : [];
+      const best = row.length ? row.indexOf(Math.max(...row)) : -1;
+      return h("tr", {}, h("td", {}, i + 1), h("td", { class: "mono" }, JSON.stringify(inputs[i])),
+        h("td", { class: "prediction" }, Array.isArray(p) ? JSON.stringify(p) : typeof p === "number" ? num(p, 6) : p),
+        ...row.map((v, j) => h("td", { class: `num${j === best && out.task === "classification" ? " best" : ""}` },
+          num(v, 4))));
+    }),
+  );
+  table.dataset.version = out.version;
+  table.hidden = false;
+}
+
+// ---------------------------------------------------------------- start
+
+function init() {
+  $("signin-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const key = $("api-key").value.trim();
+    if (!key) return;
+    $("signin-button").disabled = true;
+    $("signin-error").textContent = "";
+    try {
+      await signIn(key);
+      await showApp();
+    } catch (err) {
+      $("signin-error").textContent =
+        err instanceof api.ApiError && err.status === 401 ? "That key is not valid (or was revoked)." : err.message;
+    } finally {
+      $("signin-button").disabled = false;
+    }
+  });
+  $("sign-out").addEventListener("click", () => {
+    api.clearKey();
+    showSignIn();
+  });
+  $("job-cancel").addEventListener("click", onCancel);
+  $("predict-form").addEventListener("submit", onPredict);
+  window.addEventListener("hashchange", () => route());
+  if (api.getKey()) showApp();
+  else showSignIn();
+}
+
+init();

@@ -1,0 +1,277 @@
+"""The dashboard at ``/`` in headless Chromium against a live service: sign-in, a finished job's curves, a
+running job's curves growing, a model's summary, versions and predictions. Writes the README screenshots."""
+from __future__ import annotations
+
+import json
+import math
+import random
+import threading
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from service.db.models import Model
+from service.services import training_results
+from tests.api.helpers import make_dataset, make_job, make_model, run_job_in_process
+
+EPOCHS = 30
+SPEC = {"input_shape": [2], "layers": [{"type": "dense", "units": 16, "activation": "relu"},
+                                       {"type": "dense", "units": 16, "activation": "tanh"},
+                                       {"type": "dense", "units": 3, "activation": "softmax"}]}
+
+
+def blobs_csv(n: int = 240, seed: int = 3) -> str:
+    rnd = random.Random(seed)
+    centers = {"setosa": (-1.5, 0.0), "versicolor": (1.2, 1.3), "virginica": (1.0, -1.4)}
+    rows = ["petal,sepal,species"]
+    for i in range(n):
+        label = list(centers)[i % 3]
+        cx, cy = centers[label]
+        rows.append(f"{cx + rnd.gauss(0, 0.8):.4f},{cy + rnd.gauss(0, 0.8):.4f},{label}")
+    return "\n".join(rows)
+
+
+@pytest.fixture(scope="module")
+def world(live) -> dict[str, Any]:
+    """An owner with a dataset, a model, and a job trained to the end (version 1)."""
+    key = live.make_key()
+    auth = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=live.url, timeout=30) as client:
+        dataset = make_dataset(client, auth, blobs_csv(), target="species", name="iris-ish blobs")
+        model = make_model(client, auth, SPEC, name="blob classifier")
+        job = make_job(client, auth, model["id"], dataset["id"], epochs=EPOCHS, validation_split=0.2,
+                       metrics=["accuracy"], optimizer={"type": "adam", "learning_rate": 0.01}, batch_size=16)
+        assert run_job_in_process(live.session_factory, job["id"]) == 1
+        finished = client.get(f"/v1/jobs/{job['id']}", headers=auth).json()
+    assert finished["status"] == "succeeded" and len(finished["history"]) == EPOCHS
+    return {"key": key, "auth": auth, "dataset": dataset, "model": model, "job": finished}
+
+
+# ------------------------------------------------------------------------------------------- browser helpers
+
+def wait_for(browser, script: str, *args: Any, timeout: float = 15.0, what: str = "") -> Any:
+    """Poll a JS expression (``return ...``) until it is truthy; returns its value."""
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = browser.execute_script(script, *args)
+        if value:
+            return value
+        time.sleep(0.1)
+    logs = ""
+    try:
+        logs = "\n".join(str(e) for e in browser.get_log("browser"))
+    except Exception:
+        pass
+    raise AssertionError(f"timed out waiting for {what or script!r} (last value {value!r})\n{logs}")
+
+
+def open_signed_in(browser, live, key: str, fragment: str = "") -> None:
+    """Load the page fresh, sign in through the form, land on ``#fragment``."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(live.url)
+    browser.execute_script("sessionStorage.clear()")
+    browser.get("about:blank")
+    browser.get(live.url + (f"#{fragment}" if fragment else ""))
+    wait_for(browser, "return !document.getElementById('signin').hidden", what="the sign-in form")
+    browser.find_element(By.ID, "api-key").send_keys(key)
+    browser.find_element(By.ID, "signin-button").click()
+    wait_for(browser, "return window.__dashboard && window.__dashboard.ready", what="the signed-in dashboard")
+
+
+def points(browser, chart: str) -> int:
+    return int(browser.execute_script(f"return document.getElementById('chart-{chart}').dataset.points"))
+
+
+# ------------------------------------------------------------------------------------------- tests
+
+def test_page_and_assets_are_served(live) -> None:
+    with httpx.Client(base_url=live.url, timeout=10) as client:
+        page = client.get("/")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert 'id="signin"' in page.text and "dashboard/static/app.js" in page.text
+        for path, kind in [("app.js", "text/javascript"), ("sse.js", "text/javascript"), ("style.css", "text/css"),
+                           ("vendor/uPlot.iife.min.js", "text/javascript"), ("vendor/uPlot.min.css", "text/css")]:
+            r = client.get(f"/dashboard/static/{path}")
+            assert r.status_code == 200, path
+            assert r.headers["content-type"].startswith(kind), path
+        for bad in ("nope.js", "../router.py", "..%2Frouter.py", "vendor/uPlot.LICENSE"):
+            r = client.get(f"/dashboard/static/{bad}")
+            assert r.status_code == 404, bad
+            assert r.headers["content-type"].startswith("application/problem+json")
+        assert "/" not in client.get("/openapi.json").json()["paths"]  # the page is not part of the API
+
+
+def test_sign_in_refuses_a_bad_key(browser, live) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(live.url)
+    browser.execute_script("sessionStorage.clear()")
+    browser.get("about:blank")
+    browser.get(live.url)
+    wait_for(browser, "return !document.getElementById('signin').hidden", what="the sign-in form")
+    browser.find_element(By.ID, "api-key").send_keys("bp_not_a_real_key")
+    browser.find_element(By.ID, "signin-button").click()
+    message = wait_for(browser, "return document.getElementById('signin-error').textContent", what="an error")
+    assert "not valid" in message
+    assert browser.execute_script("return document.getElementById('app').hidden")
+    assert browser.execute_script("return sessionStorage.getItem('backprop.apiKey')") is None
+
+
+def test_finished_job_shows_its_curves(browser, live, world, screenshot_dir) -> None:
+    job = world["job"]
+    open_signed_in(browser, live, world["key"], f"job/{job['id']}")
+    assert browser.execute_script("return sessionStorage.getItem('backprop.apiKey')") == world["key"]
+    wait_for(browser, f"return document.getElementById('chart-loss').dataset.points === '{EPOCHS}'",
+             what="the loss curve")
+    for chart, series in (("loss", 2), ("metrics", 2), ("grads", 3), ("lr", 1)):
+        assert points(browser, chart) == EPOCHS, chart
+        assert browser.execute_script(f"return document.querySelectorAll('#chart-{chart} canvas').length") >= 1
+        assert int(browser.execute_script(f"return document.getElementById('chart-{chart}').dataset.series")) == \
+            series, chart
+    # The charts' own data: one x per epoch, train and validation loss as stored.
+    data = browser.execute_script("return window.__dashboard.charts.loss.plot.data")
+    assert data[0] == list(range(1, EPOCHS + 1))
+    assert data[1] == pytest.approx([r["loss"] for r in job["history"]])
+    assert data[2] == pytest.approx([r["val_loss"] for r in job["history"]])
+    labels = browser.execute_script("return window.__dashboard.charts.grads.plot.series.slice(1).map(s => s.label)")
+    assert labels == ["dense", "dense_1", "dense_2"]
+    assert browser.execute_script("return window.__dashboard.charts.grads.plot.scales.y.distr") == 3  # log scale
+
+    view = browser.execute_script(
+        "const v = document.getElementById('job-view'); return [v.hidden, v.dataset.status, "
+        "document.getElementById('job-status').textContent, document.getElementById('job-progress-bar').style.width]"
+    )
+    assert view == [False, "succeeded", "succeeded", "100%"]
+    row = browser.execute_script(
+        "const r = document.querySelector(`#jobs-table tr[data-job-id='${arguments[0]}']`);"
+        "return r && [r.dataset.status, r.querySelector('.progress .bar').style.width]", job["id"])
+    assert row == ["succeeded", "100%"]
+    time.sleep(0.3)  # let the progress bar's transition finish before the picture
+    browser.save_screenshot(str(screenshot_dir / "dashboard.png"))
+
+
+def test_model_summary_versions_and_predictions(browser, live, world, screenshot_dir) -> None:
+    from selenium.webdriver.common.by import By
+
+    model = world["model"]
+    open_signed_in(browser, live, world["key"], f"model/{model['id']}")
+    wait_for(browser, "return !document.getElementById('model-view').hidden", what="the model view")
+    rows = browser.execute_script(
+        "return [...document.querySelectorAll('#model-summary tbody tr')].map(r => "
+        "[...r.cells].map(c => c.textContent))")
+    assert rows[0][:3] == ["input", "InputLayer", "(None, 2)"]
+    assert [r[0] for r in rows[1:]] == [layer["name"] for layer in model["summary"]["layers"]]
+    assert [r[2] for r in rows[1:]] == ["(None, 16)", "(None, 16)", "(None, 3)"]
+    assert [int(r[3].replace(",", "")) for r in rows[1:]] == [layer["params"] for layer in model["summary"]["layers"]]
+    total = model["summary"]["total_params"]
+    assert f"{total:,}" in browser.find_element(By.CSS_SELECTOR, "#model-summary tfoot").text
+    versions = browser.execute_script(
+        "return [...document.querySelectorAll('#model-versions tbody tr')].map(r => r.dataset.version)")
+    assert versions == ["1"]
+    assert "petal, sepal" in browser.find_element(By.ID, "predict-hint").text
+
+    inputs = [[-1.5, 0.1], [1.2, 1.3], [1.0, -1.4]]
+    box = browser.find_element(By.ID, "predict-input")
+    box.clear()
+    box.send_keys(json.dumps(inputs))
+    browser.find_element(By.ID, "predict-button").click()
+    wait_for(browser, "return !document.getElementById('predict-result').hidden", what="the predictions")
+    shown = browser.execute_script(
+        "return [...document.querySelectorAll('#predict-result tbody td.prediction')].map(c => c.textContent)")
+    with httpx.Client(base_url=live.url, timeout=10) as client:
+        expected = client.post(f"/v1/models/{model['id']}/predict", headers=world["auth"],
+                               json={"inputs": inputs}).json()
+    assert shown == expected["predictions"] == ["setosa", "versicolor", "virginica"]
+    header = browser.execute_script(
+        "return [...document.querySelectorAll('#predict-result thead th')].map(c => c.textContent)")
+    assert header[-3:] == ["P(setosa)", "P(versicolor)", "P(virginica)"]
+    browser.save_screenshot(str(screenshot_dir / "dashboard-model.png"))
+
+    # A bad row answers the API's problem detail in the form, not a crash.
+    box.clear()
+    box.send_keys("[[1, 2, 3]]")
+    browser.find_element(By.ID, "predict-button").click()
+    message = wait_for(browser, "return document.getElementById('predict-error').textContent", what="an error")
+    assert "row" in message.lower()
+
+
+def _row(epoch: int) -> dict[str, Any]:
+    loss = 1.1 * math.exp(-epoch / 4) + 0.1
+    return {"epoch": epoch, "loss": loss, "accuracy": 1 - loss / 2, "val_loss": loss * 1.1,
+            "val_accuracy": 1 - loss / 1.8, "learning_rate": 0.01,
+            "grad_norms": {"dense": 0.5 / epoch, "dense_1": 0.05 / epoch, "dense_2": 2e-4 / epoch},
+            "seconds": 0.4}
+
+
+def test_running_job_curves_grow_live(browser, live, world) -> None:
+    import engine
+
+    epochs = 8
+    with httpx.Client(base_url=live.url, timeout=10) as client:
+        job = make_job(client, world["auth"], world["model"]["id"], world["dataset"]["id"], epochs=epochs,
+                       validation_split=0.2, metrics=["accuracy"])
+    sf = live.session_factory
+    with sf() as s, s.begin():
+        assert training_results.claim_job(s, job["id"], "browser-test")
+    for epoch in (1, 2):
+        with sf() as s, s.begin():
+            assert training_results.record_epoch(s, job["id"], _row(epoch), epoch, worker="browser-test")
+
+    open_signed_in(browser, live, world["key"], f"job/{job['id']}")
+    wait_for(browser, "return document.getElementById('chart-loss').dataset.points === '2'", what="2 epochs")
+    assert browser.execute_script("return document.getElementById('job-status').textContent") == "running"
+    eta = browser.execute_script("return document.getElementById('job-progress-text').textContent")
+    assert "epoch 2 / 8" in eta and "ETA" in eta  # 6 epochs left at 0.4 s each
+    row_eta = browser.execute_script(
+        f"return document.querySelector(\"#jobs-table tr[data-job-id='{job['id']}'] td.eta\").textContent")
+    assert row_eta in ("2 s", "3 s")
+    mode = wait_for(browser, "return document.getElementById('job-view').dataset.live", what="a live mode")
+    assert mode in ("stream", "polling")
+    browser.execute_script("window.__sameDocument = true")
+
+    with sf() as s:
+        spec = dict(s.get(Model, job["model_id"]).spec)
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def train() -> None:
+        try:
+            for epoch in range(3, epochs + 1):
+                time.sleep(0.4)
+                with sf() as s, s.begin():
+                    training_results.record_epoch(s, job["id"], _row(epoch), epoch, worker="browser-test")
+            with sf() as s, s.begin():
+                history = [_row(e) for e in range(1, epochs + 1)]
+                version = training_results.complete_job(
+                    s, job["id"], engine.build(spec, seed=1).to_bytes(), {"loss": history[-1]["loss"]},
+                    history=history, worker="browser-test")
+                assert version == 2
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            done.set()
+
+    seen = {2}
+    thread = threading.Thread(target=train, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 25
+    while time.monotonic() < deadline:
+        seen.add(points(browser, "loss"))
+        status = browser.execute_script("return document.getElementById('job-status').textContent")
+        if status == "succeeded" and points(browser, "loss") == epochs:
+            break
+        time.sleep(0.1)
+    thread.join(5)
+    assert not errors, errors
+    assert done.is_set()
+    assert points(browser, "loss") == epochs, sorted(seen)
+    assert points(browser, "grads") == epochs and points(browser, "metrics") == epochs
+    assert len(seen) >= 3, f"the curve jumped straight to the end: {sorted(seen)}"  # it grew while running
+    assert browser.execute_script("return window.__sameDocument === true")  # no page reload
+    wait_for(browser, "return document.getElementById('job-view').dataset.live === ''", what="the watch to end")
+    wait_for(browser, f"return document.querySelector(\"#jobs-table tr[data-job-id='{job['id']}']\")"
+                      ".dataset.status === 'succeeded'", what="the jobs list to settle")
