@@ -206,6 +206,18 @@ def _per_call(fn, n: int) -> float:
     return best
 
 
+def _vm_hwm() -> int | None:
+    """The peak RSS of this process image (VmHWM, bytes); unlike ru_maxrss it is not inherited across exec."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def rss_child(rows: int) -> None:
     """Run in a subprocess: one epoch of net (a) on a rows x 784 float32 set; print the RSS figures (JSON)."""
     X, y = make_data("a", rows, seed=5)
@@ -215,10 +227,11 @@ def rss_child(rows: int) -> None:
     model.fit(X, y, loss="sparse_categorical_crossentropy", optimizer="adam", epochs=1, batch_size=128,
               metrics=["accuracy"], validation_split=0.1)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"data": data_bytes, "before_fit": before, "peak": peak}))
+    print(json.dumps({"data": data_bytes, "before_fit": before, "peak": peak, "vm_hwm": _vm_hwm()}))
 
 
 def peak_rss(rows: int) -> dict:
+    """Started while this process is still small: Linux carries ru_maxrss over fork and exec."""
     out = subprocess.run([sys.executable, os.path.abspath(__file__), "--rss-child", str(rows), "--keep-env"],
                          capture_output=True, text=True, check=True, cwd=ROOT)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -281,6 +294,7 @@ def main(argv=None) -> None:
     samples = {"a": 16384, "b": 4096, "c": 16384, "d": 16384} if quick else \
         {"a": 32768, "b": 8192, "c": 32768, "d": 32768}
 
+    rss = None if args.no_rss else peak_rss(rows_for_rss(quick))   # first, while this process is small
     torch = None if args.no_torch else torch_setup()
     print(f"backprop engine benchmark ({'quick' if quick else 'full'}): float32, Adam, synthetic data, "
           f"{os.cpu_count()} CPUs, best of {rounds} interleaved round(s)")
@@ -333,13 +347,16 @@ def main(argv=None) -> None:
     print(f"predict on (a), engine.from_bytes(model.to_bytes()).predict: 1 row {one * 1e6:6.1f} us "
           f"(target <= 15 us), 1,024 rows {many * 1e6:8.1f} us ({1024 / many:,.0f} rows/s)")
 
-    if not args.no_rss:
-        rows = 20_000 if quick else 100_000
-        r = peak_rss(rows)
+    if rss is not None:
         mb = 1024 * 1024
-        print(f"peak RSS, fit of (a) on {rows:,} x 784 float32 (subprocess): {r['peak'] / mb:7.1f} MiB; data "
-              f"{r['data'] / mb:.1f} MiB; beyond the data {(r['peak'] - r['data']) / mb:.1f} MiB (of which "
-              f"{r['before_fit'] / mb:.1f} MiB is the process before the fit, with the data)")
+        print(f"peak RSS of a fit of (a) on {rows_for_rss(quick):,} x 784 float32 rows (1 epoch, validation_split "
+              f"0.1; subprocess, getrusage ru_maxrss): {rss['peak'] / mb:.0f} MiB = data {rss['data'] / mb:.0f} MiB "
+              f"+ {(rss['peak'] - rss['data']) / mb:.0f} MiB; the process held {rss['before_fit'] / mb:.0f} MiB with "
+              f"the data before the fit, so the fit itself added {(rss['peak'] - rss['before_fit']) / mb:.0f} MiB")
+
+
+def rows_for_rss(quick: bool) -> int:
+    return 20_000 if quick else 100_000
 
 
 if __name__ == "__main__":

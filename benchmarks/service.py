@@ -30,7 +30,7 @@ import tempfile
 import textwrap
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -340,7 +340,7 @@ def bench_checkpoint(db_url: str, workload: str, epochs: int) -> dict[str, Any]:
     from service.db.session import make_engine
     from service.migrate import upgrade_to_head
     from workers import runner
-    from workers.runner import Claim, Store, jsonable, run_job
+    from workers.runner import Store, jsonable, run_job
 
     if workload == "digits":
         X, y = digits()

@@ -99,6 +99,11 @@ def _openapi(app: FastAPI) -> dict:
     problem = "#/components/schemas/ValidationProblem"
     for ops in doc.get("paths", {}).values():
         for op in ops.values():
+            if "requestBody" in op:
+                # A body that cannot be parsed at all (broken multipart, JSON nested too deeply) is a 400.
+                op.setdefault("responses", {}).setdefault(
+                    "400", {"description": "Bad request: the body cannot be parsed"}
+                )
             for code, response in (op.get("responses") or {}).items():
                 if not code.isdigit() or int(code) < 400:
                     continue

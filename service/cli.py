@@ -6,6 +6,8 @@
     backprop migrate                                  apply database migrations
     backprop keys create --name NAME                  print a new API key
     backprop keys revoke PREFIX                       revoke the key(s) starting with PREFIX
+
+and the user commands of ``backprop_client.cli`` (datasets, models, train, jobs, predict, export).
 """
 from __future__ import annotations
 
@@ -389,6 +391,11 @@ def build_parser() -> argparse.ArgumentParser:
     kr = ksub.add_parser("revoke", help="revoke the key(s) starting with PREFIX")
     kr.add_argument("prefix")
     keys.set_defaults(func=cmd_keys)
+
+    # The user commands (datasets, models, train, jobs, predict, export): HTTP clients of a running service.
+    from backprop_client.cli import add_client_commands
+
+    add_client_commands(sub)
     return p
 
 

@@ -182,6 +182,19 @@ async def _http_exception(_request: Request, exc: Exception) -> JSONResponse:
     return problem_response(exc.status_code, title, detail, headers=getattr(exc, "headers", None))
 
 
+async def _data_error(request: Request, exc: Exception) -> JSONResponse:
+    """The database refused a value of the request (a NUL character in a text, a number out of its column's
+    range): the client's input, so a 422. The request's transaction is rolled back; the statement and its
+    parameters are neither logged nor returned."""
+    orig = getattr(exc, "orig", None)
+    reason = str(orig or "").strip().splitlines()[0][:200] if orig else "invalid value"
+    log.info("database refused a value on %s %s: %s", request.method, request.url.path, reason)
+    return problem_response(
+        422, "Unprocessable content", f"a value in the request cannot be stored or searched: {reason}",
+        slug="validation", errors=[{"loc": [], "msg": reason}],
+    )
+
+
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem_response(500, "Internal server error", "An unexpected error occurred.", slug="internal")
@@ -191,6 +204,9 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(BackpropError, _backprop_error)
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
+    from sqlalchemy.exc import DataError
+
+    app.add_exception_handler(DataError, _data_error)
     app.add_exception_handler(Exception, _unhandled)
 
 

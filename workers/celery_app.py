@@ -83,6 +83,8 @@ def _stop(sender=None, **_kwargs):  # pragma: no cover - exercised by e2e tests
 @signals.worker_process_init.connect
 def _fresh_connections(**_kwargs):  # pragma: no cover - runs in pool children
     """A forked pool child must not reuse database connections inherited from the parent."""
+    from service import celery_client
     from service.db import session as db_session
 
     db_session.engine_for.cache_clear()
+    celery_client._apps.clear()  # the parent's broker connections stay the parent's

@@ -25,13 +25,14 @@ from datetime import datetime, timezone
 from typing import Any, Callable, TypeVar
 
 import numpy as np
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker, undefer
 
 from service.config import Settings, get_settings
-from service.db.models import Checkpoint, Dataset, Job, Model, ModelVersion
+from service.db.models import Dataset, Job, Model
 from service.db.session import session_factory as make_session_factory
+from service.services import training_results as tr
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +214,9 @@ class Claim:
 
 @dataclass
 class Store:
-    """The worker's database steps."""
+    """The worker's database steps: one transaction each, over the data-layer functions of
+    ``service.services.training_results``; every write after the claim is fenced by the claim
+    token."""
 
     sf: sessionmaker[Session]
 
@@ -221,25 +224,11 @@ class Store:
         """queued -> running, atomically. None when the job is not queued (a second delivery, a
         finished or deleted job); a queued job with a cancel request is ended ``cancelled``."""
         with self.sf() as s, s.begin():
-            now = utcnow()
-            res = s.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status == "queued", Job.cancel_requested.is_(False))
-                .values(
-                    status="running",
-                    attempts=Job.attempts + 1,
-                    worker=token,
-                    heartbeat_at=now,
-                    started_at=func.coalesce(Job.started_at, now),
-                    error=None,
-                )
-                .execution_options(synchronize_session=False)
-            )
-            if res.rowcount != 1:
+            if not tr.claim_job(s, job_id, token):
                 s.execute(
                     update(Job)
                     .where(Job.id == job_id, Job.status == "queued", Job.cancel_requested.is_(True))
-                    .values(status="cancelled", finished_at=now)
+                    .values(status="cancelled", finished_at=utcnow())
                     .execution_options(synchronize_session=False)
                 )
                 return None
@@ -278,21 +267,7 @@ class Store:
 
     def latest_checkpoint(self, job_id: str) -> tuple[int, bytes] | None:
         with self.sf() as s:
-            ck = s.execute(
-                select(Checkpoint)
-                .options(undefer(Checkpoint.data))
-                .where(Checkpoint.job_id == job_id)
-                .order_by(Checkpoint.epoch.desc())
-                .limit(1)
-            ).scalar_one_or_none()
-            return (ck.epoch, ck.data) if ck is not None else None
-
-    def _owned_job(self, s: Session, c: Claim) -> Job | None:
-        return s.execute(
-            select(Job)
-            .where(Job.id == c.job_id, Job.worker == c.token, Job.status == "running")
-            .with_for_update()
-        ).scalar_one_or_none()
+            return tr.latest_checkpoint(s, job_id)
 
     def record_epochs(
         self, c: Claim, rows: list[dict[str, Any]], checkpoint: tuple[int, bytes] | None = None
@@ -300,22 +275,21 @@ class Store:
         """History rows + progress + heartbeat (+ a checkpoint and pruning) in one transaction.
         False when this worker no longer owns the job."""
         with self.sf() as s, s.begin():
-            job = self._owned_job(s, c)
-            if job is None:
-                return False
-            now = utcnow()
-            first = int(rows[0]["epoch"]) if rows else int(job.epoch or 0) + 1
-            # Rows past a resumed checkpoint were lost with the previous attempt's state: replace.
-            history = [r for r in (job.history or []) if int(r.get("epoch", 0)) < first]
-            history.extend(rows)
-            job.history = history
-            if rows:
-                job.epoch = int(rows[-1]["epoch"])
-            job.heartbeat_at = now
+            for row in rows:
+                if not tr.record_epoch(s, c.job_id, row, int(row["epoch"]), worker=c.token):
+                    return False
             if checkpoint is not None:
                 epoch, data = checkpoint
-                row = next((r for r in history if int(r.get("epoch", 0)) == epoch), {})
-                self._write_checkpoint(s, c.job_id, epoch, row_metrics(row), data, now)
+                row = next((r for r in rows if int(r.get("epoch", 0)) == epoch), None)
+                if row is None:
+                    job = s.get(Job, c.job_id)
+                    row = next((r for r in (job.history or [])
+                                if int(r.get("epoch", 0)) == epoch), {})
+                if not tr.save_checkpoint(s, c.job_id, epoch, row_metrics(row), data,
+                                          keep_last=KEEP_LAST_CHECKPOINTS, worker=c.token):
+                    return False
+            elif not rows:
+                return tr.heartbeat(s, c.job_id, worker=c.token) or self._owned(s, c)
             return True
 
     def record_epoch(
@@ -323,47 +297,14 @@ class Store:
     ) -> bool:
         return self.record_epochs(c, [row], (epoch, checkpoint) if checkpoint is not None else None)
 
-    def _write_checkpoint(
-        self, s: Session, job_id: str, epoch: int, metrics: dict[str, Any], data: bytes,
-        now: datetime,
-    ) -> None:
-        s.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.epoch == epoch))
-        value = monitor_value(metrics)
-        best = s.execute(
-            select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.is_best.is_(True))
-        ).scalars().all()
-        best_value = min((v for v in (monitor_value(b.metrics or {}) for b in best)
-                          if v is not None), default=None)
-        is_best = value is not None and (best_value is None or value < best_value)
-        if is_best:
-            for b in best:
-                b.is_best = False
-        s.add(Checkpoint(job_id=job_id, epoch=epoch, metrics=metrics, is_best=is_best,
-                         size_bytes=len(data), data=data, created_at=now))
-        s.flush()
-        self._prune(s, job_id, keep_last=KEEP_LAST_CHECKPOINTS)
-
     @staticmethod
-    def _prune(s: Session, job_id: str, keep_last: int) -> None:
-        rows = s.execute(
-            select(Checkpoint.id, Checkpoint.is_best)
-            .where(Checkpoint.job_id == job_id)
-            .order_by(Checkpoint.epoch.desc())
-        ).all()
-        keep = {r.id for r in rows[:keep_last]} | {r.id for r in rows if r.is_best}
-        drop = [r.id for r in rows if r.id not in keep]
-        if drop:
-            s.execute(delete(Checkpoint).where(Checkpoint.id.in_(drop)))
+    def _owned(s: Session, c: Claim) -> bool:
+        row = s.execute(select(Job.status, Job.worker).where(Job.id == c.job_id)).one_or_none()
+        return row is not None and row.status == "running" and row.worker == c.token
 
-    def heartbeat(self, c: Claim) -> bool:
+    def heartbeat(self, c: Claim) -> None:
         with self.sf() as s, s.begin():
-            res = s.execute(
-                update(Job)
-                .where(Job.id == c.job_id, Job.worker == c.token, Job.status == "running")
-                .values(heartbeat_at=utcnow())
-                .execution_options(synchronize_session=False)
-            )
-            return res.rowcount == 1
+            tr.heartbeat(s, c.job_id, worker=c.token)
 
     def poll(self, c: Claim) -> tuple[bool, bool]:
         """(still owned, cancel requested)."""
@@ -380,57 +321,17 @@ class Store:
     ) -> int | None:
         """The new model version and ``succeeded``, in ONE transaction. Returns the version, or None
         when this worker no longer owns the job."""
+        metrics = row_metrics(history[-1]) if history else {}
         with self.sf() as s, s.begin():
-            job = self._owned_job(s, c)
-            if job is None:
-                return None
-            now = utcnow()
-            existing = s.execute(
-                select(ModelVersion.version).where(ModelVersion.job_id == c.job_id)
-            ).scalar_one_or_none()
-            # Lock the model row: version numbers are taken one writer at a time (PostgreSQL).
-            model = s.execute(
-                select(Model).where(Model.id == c.model_id).with_for_update()
-            ).scalar_one_or_none()
-            if model is None:
-                return None
-            if existing is not None:  # pragma: no cover - defence in depth (unique job_id)
-                version = existing
-            else:
-                last = s.execute(
-                    select(func.max(ModelVersion.version)).where(ModelVersion.model_id == c.model_id)
-                ).scalar()
-                version = (last or 0) + 1
-                metrics = row_metrics(history[-1]) if history else {}
-                s.add(ModelVersion(
-                    model_id=c.model_id, version=version, job_id=c.job_id, dataset_id=ds.id,
-                    task=ds.task, classes=ds.classes, feature_names=ds.feature_names,
-                    target_names=ds.target_names, metrics=metrics, size_bytes=len(model_bytes),
-                    data=model_bytes, created_at=now,
-                ))
-            job.status = "succeeded"
-            job.result_version = version
-            job.history = history
-            job.epoch = int(history[-1].get("epoch", len(history))) if history else job.epoch
-            job.finished_at = now
-            job.heartbeat_at = now
-            job.error = None
-            if (model.latest_version or 0) < version:
-                model.latest_version = version
-            # A finished job keeps only its best and its last checkpoint.
-            s.flush()
-            self._prune(s, c.job_id, keep_last=1)
-            return version
+            return tr.complete_job(s, c.job_id, model_bytes, metrics, history=history,
+                                   worker=c.token)
 
     def finish(self, c: Claim, status: str, error: dict[str, Any] | None = None) -> bool:
         with self.sf() as s, s.begin():
-            res = s.execute(
-                update(Job)
-                .where(Job.id == c.job_id, Job.worker == c.token, Job.status == "running")
-                .values(status=status, error=error, finished_at=utcnow())
-                .execution_options(synchronize_session=False)
-            )
-            return res.rowcount == 1
+            if status == "cancelled":
+                return tr.cancel_running(s, c.job_id, worker=c.token)
+            err = error or {"code": "training_error", "message": ""}
+            return tr.fail_job(s, c.job_id, err["code"], err["message"], worker=c.token)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -476,9 +377,9 @@ class Monitor:
                 if cancel:
                     self.cancel.set()
                 if time.monotonic() - last_beat >= self.heartbeat_interval_s:
-                    if not self.store.heartbeat(self.claim):
-                        self.lost.set()
-                        return
+                    # (ownership is what poll() says; the heartbeat is skipped once a cancel is
+                    # requested, and the job ends within a batch anyway)
+                    self.store.heartbeat(self.claim)
                     last_beat = time.monotonic()
             except Exception as exc:  # a DB hiccup: the training goes on; next poll retries
                 log.warning("job %s: heartbeat/poll failed: %s", self.claim.job_id, exc)

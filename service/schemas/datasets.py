@@ -16,7 +16,7 @@ class DatasetJSONIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[^\x00]*$")
     features: list[list[Any]] = Field(description="Rows of numbers, all of the same length.")
     targets: list[Any] = Field(description="One label or value per row, or a list of values per row.")
     task: Task | None = None

@@ -54,7 +54,7 @@ class ModelCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[^\x00]*$")
     input_shape: list[int] | None = Field(default=None, examples=[[64]])
     layers: list[Layer] | None = None
     keras: dict[str, Any] | str | None = Field(

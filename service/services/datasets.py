@@ -184,6 +184,16 @@ def parse_csv(
         raise Invalid(f"the file is not UTF-8 text (byte {exc.start})", loc=loc_root)
     if "\x00" in text:
         raise Invalid("the file is not a CSV text file (it contains NUL bytes)", loc=loc_root)
+    # A header far over max_features is refused from its comma count, before the CSV reader builds a list of
+    # (possibly millions of) column names. Only for an unquoted header: quoted names may hold commas.
+    newline = text.find("\n")
+    first_line = text if newline < 0 else text[:newline]
+    if first_line.count(",") + 1 > settings.max_features + 64 and '"' not in first_line:
+        raise LimitExceeded(
+            f"{first_line.count(',') + 1} columns is over the limit of max_features={settings.max_features}",
+            loc=loc_root,
+        )
+    del first_line
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader)
@@ -207,7 +217,8 @@ def parse_csv(
     missing = [t for t in targets if t not in header]
     if missing:
         raise Invalid(
-            f"target column {missing[0]!r} is not in the header (columns: {', '.join(header[:20])}"
+            f"target column {missing[0][:80]!r} is not in the header (columns: "
+            f"{', '.join(h[:40] for h in header[:20])}"
             f"{', ...' if len(header) > 20 else ''})",
             loc=["body", "target"],
         )

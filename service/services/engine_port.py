@@ -33,6 +33,31 @@ def _spec_error(exc: Exception, keras: bool) -> Invalid:
     return Invalid(detail, loc=loc)
 
 
+#: JSON integers are exact in Python; beyond this magnitude one is refused before the engine turns it into a float
+#: (OverflowError) or a seed.
+MAX_ABS_INT = 2**63
+
+
+def check_numbers(value: Any, loc: list[str | int]) -> None:
+    """422 naming the first integer in ``value`` (any JSON) whose magnitude is over :data:`MAX_ABS_INT`.
+
+    Iterative, so a deeply nested value cannot exhaust the stack."""
+    stack: list[tuple[Any, list[str | int]]] = [(value, loc)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, bool):
+            continue
+        if isinstance(item, int):
+            if abs(item) > MAX_ABS_INT:
+                field = ".".join(str(p) for p in where[1:]) or "body"
+                raise Invalid(f"{field}: the number is too large (at most {MAX_ABS_INT:.3g} in magnitude)",
+                              loc=where)
+        elif isinstance(item, dict):
+            stack.extend((v, [*where, str(k)]) for k, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((v, [*where, i]) for i, v in enumerate(item))
+
+
 def normalize_spec(spec: dict[str, Any]) -> dict[str, Any]:
     """``{"input_shape", "layers"}`` or ``{"keras": ...}`` -> the normalized ``{"input_shape", "layers"}``."""
     engine = _engine()

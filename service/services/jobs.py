@@ -74,6 +74,7 @@ def create(
     dataset: Dataset = _owned(session, Dataset, body.dataset_id, owner_id, "dataset_id")
 
     raw = body.model_dump(exclude_unset=True, exclude_none=True, exclude=set(SERVICE_KEYS))
+    engine_port.check_numbers(raw, ["body"])
     config = engine_port.normalize_fit_config(raw, input_rank=len(model.input_shape))
     epochs = int(config.get("epochs") or 0)
     if epochs > settings.max_epochs:

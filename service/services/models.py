@@ -45,6 +45,7 @@ def create(session: Session, settings: Settings, owner_id: str, body: Any) -> Mo
         raw: dict[str, Any] = {"keras": keras}
     else:
         raw = {"input_shape": body.input_shape, "layers": body.layers}
+    engine_port.check_numbers(raw, ["body"])
     spec = engine_port.normalize_spec(raw)
     estimate = _estimate_params(spec)
     if estimate > settings.max_params:

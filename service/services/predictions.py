@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,8 @@ def _first_bad_row(rows: list[Any], width: int) -> tuple[int, str]:
         for v in flat.tolist():
             if not _is_number(v):
                 return i, f"{str(v)[:40]!r} is not a number"
+            if isinstance(v, int) and abs(v) > sys.float_info.max:
+                return i, "contains a number too large"
             if not math.isfinite(v):
                 return i, "contains NaN or an infinite value"
         if flat.size != width:

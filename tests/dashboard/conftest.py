@@ -3,7 +3,7 @@
 The browser tests skip cleanly when Chromium, its driver or Selenium is missing. To run them (Debian):
 
     apt-get install -y chromium chromium-driver
-    pip install selenium
+    pip install selenium        # in the project's [test] extra
 
 ``BACKPROP_CHROMIUM`` / ``BACKPROP_CHROMEDRIVER`` point at other binaries.
 """
@@ -71,7 +71,8 @@ def live(make_settings: Callable[..., Settings], tmp_path_factory: pytest.TempPa
 
 def _find(env: str, *names: str) -> str | None:
     if os.environ.get(env):
-        return os.environ[env]
+        path = os.environ[env]
+        return path if os.access(path, os.X_OK) else None
     for name in names:
         path = shutil.which(name)
         if path:
@@ -107,9 +108,11 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def screenshot_dir() -> Path:
-    """README screenshots land in docs/screenshots (``BACKPROP_SCREENSHOTS`` overrides)."""
-    root = Path(__file__).resolve().parents[2]
-    path = Path(os.environ.get("BACKPROP_SCREENSHOTS") or root / "docs" / "screenshots")
+def screenshot_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the tests save their screenshots: a temporary folder, or ``BACKPROP_SCREENSHOTS`` when set. The
+    README's pictures are made by ``BACKPROP_SCREENSHOTS=docs/screenshots pytest tests/dashboard`` (not on every
+    run, so that a test run leaves the tree clean)."""
+    chosen = os.environ.get("BACKPROP_SCREENSHOTS")
+    path = Path(chosen) if chosen else tmp_path_factory.mktemp("screenshots")
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -45,8 +45,22 @@ def world(live) -> dict[str, Any]:
                        metrics=["accuracy"], optimizer={"type": "adam", "learning_rate": 0.01}, batch_size=16)
         assert run_job_in_process(live.session_factory, job["id"]) == 1
         finished = client.get(f"/v1/jobs/{job['id']}", headers=auth).json()
+        # Two more for the jobs list: one that diverged, one still queued (nothing consumes the queue here).
+        failed = make_job(client, auth, model["id"], dataset["id"], epochs=20, optimizer={"type": "sgd",
+                          "learning_rate": 50.0})
+        make_job(client, auth, model["id"], dataset["id"], epochs=50, validation_split=0.2, metrics=["accuracy"])
+    sf = live.session_factory
+    with sf() as s, s.begin():
+        assert training_results.claim_job(s, failed["id"], "w")
+    for epoch in (1, 2, 3):
+        with sf() as s, s.begin():
+            training_results.record_epoch(s, failed["id"], {"loss": 10.0 ** epoch, "learning_rate": 50.0, "seconds": 0.01,
+                                          "grad_norms": {"dense": 10.0 ** (2 * epoch)}}, epoch, worker="w")
+    with sf() as s, s.begin():
+        training_results.fail_job(s, failed["id"], "diverged", "the loss became infinite at epoch 4: lower the "
+                                  "learning rate or clip gradients", worker="w")
     assert finished["status"] == "succeeded" and len(finished["history"]) == EPOCHS
-    return {"key": key, "auth": auth, "dataset": dataset, "model": model, "job": finished}
+    return {"key": key, "auth": auth, "dataset": dataset, "model": model, "job": finished, "failed": failed}
 
 
 # ------------------------------------------------------------------------------------------- browser helpers
@@ -154,6 +168,20 @@ def test_finished_job_shows_its_curves(browser, live, world, screenshot_dir) -> 
     browser.save_screenshot(str(screenshot_dir / "dashboard.png"))
 
 
+def test_failed_job_shows_its_error(browser, live, world, screenshot_dir) -> None:
+    open_signed_in(browser, live, world["key"], f"job/{world['failed']['id']}")
+    wait_for(browser, "return document.getElementById('chart-grads').dataset.points === '3'", what="3 epochs")
+    error = browser.execute_script("const e = document.getElementById('job-error'); return [e.hidden, e.textContent]")
+    assert error[0] is False and error[1].startswith("diverged: the loss became infinite")
+    assert browser.execute_script("return document.getElementById('job-status').textContent") == "failed"
+    assert browser.execute_script("return document.getElementById('job-cancel').hidden")
+    # No validation split, no metrics: one loss curve, and the metrics chart says why it is empty.
+    assert browser.execute_script("return document.getElementById('chart-loss').dataset.series") == "1"
+    assert "No metrics" in browser.execute_script("return document.getElementById('chart-metrics').textContent")
+    # Exploding gradients on the log scale: 1e2 .. 1e6 all drawn.
+    assert browser.execute_script("return window.__dashboard.charts.grads.plot.data[1]") == [1e2, 1e4, 1e6]
+
+
 def test_model_summary_versions_and_predictions(browser, live, world, screenshot_dir) -> None:
     from selenium.webdriver.common.by import By
 
@@ -207,9 +235,24 @@ def _row(epoch: int) -> dict[str, Any]:
             "seconds": 0.4}
 
 
-def test_running_job_curves_grow_live(browser, live, world) -> None:
+NO_EVENTS_ROUTE = """
+const realFetch = window.fetch;
+window.fetch = (input, init) => String(input).split("?")[0].endsWith("/events")
+  ? Promise.resolve(new Response('{"status": 404, "title": "Not found"}',
+      {status: 404, headers: {"Content-Type": "application/problem+json"}}))
+  : realFetch(input, init);
+"""
+
+
+@pytest.mark.parametrize("mode", ["stream", "polling"])
+def test_running_job_curves_grow_live(browser, live, world, mode, screenshot_dir) -> None:
+    """The curves grow while a job runs: fed by the events stream, or (a service without it: the events route
+    answers 404, simulated here) by polling the job every 2 s."""
     import engine
 
+    has_events = "/v1/jobs/{job_id}/events" in live.app.openapi()["paths"]
+    if mode == "stream" and not has_events:
+        pytest.skip("this service has no events route")
     epochs = 8
     with httpx.Client(base_url=live.url, timeout=10) as client:
         job = make_job(client, world["auth"], world["model"]["id"], world["dataset"]["id"], epochs=epochs,
@@ -221,7 +264,14 @@ def test_running_job_curves_grow_live(browser, live, world) -> None:
         with sf() as s, s.begin():
             assert training_results.record_epoch(s, job["id"], _row(epoch), epoch, worker="browser-test")
 
-    open_signed_in(browser, live, world["key"], f"job/{job['id']}")
+    script = None
+    if mode == "polling":
+        script = browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": NO_EVENTS_ROUTE})
+    try:
+        open_signed_in(browser, live, world["key"], f"job/{job['id']}")
+    finally:
+        if script:
+            browser.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": script["identifier"]})
     wait_for(browser, "return document.getElementById('chart-loss').dataset.points === '2'", what="2 epochs")
     assert browser.execute_script("return document.getElementById('job-status').textContent") == "running"
     eta = browser.execute_script("return document.getElementById('job-progress-text').textContent")
@@ -229,8 +279,7 @@ def test_running_job_curves_grow_live(browser, live, world) -> None:
     row_eta = browser.execute_script(
         f"return document.querySelector(\"#jobs-table tr[data-job-id='{job['id']}'] td.eta\").textContent")
     assert row_eta in ("2 s", "3 s")
-    mode = wait_for(browser, "return document.getElementById('job-view').dataset.live", what="a live mode")
-    assert mode in ("stream", "polling")
+    assert wait_for(browser, "return document.getElementById('job-view').dataset.live", what="a live mode") == mode
     browser.execute_script("window.__sameDocument = true")
 
     with sf() as s:
@@ -241,7 +290,7 @@ def test_running_job_curves_grow_live(browser, live, world) -> None:
     def train() -> None:
         try:
             for epoch in range(3, epochs + 1):
-                time.sleep(0.4)
+                time.sleep(pace)
                 with sf() as s, s.begin():
                     training_results.record_epoch(s, job["id"], _row(epoch), epoch, worker="browser-test")
             with sf() as s, s.begin():
@@ -249,18 +298,23 @@ def test_running_job_curves_grow_live(browser, live, world) -> None:
                 version = training_results.complete_job(
                     s, job["id"], engine.build(spec, seed=1).to_bytes(), {"loss": history[-1]["loss"]},
                     history=history, worker="browser-test")
-                assert version == 2
+                assert version is not None
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
         finally:
             done.set()
 
     seen = {2}
+    pace = 0.4 if mode == "stream" else 0.9  # polling sees every 2 s: slower epochs so it sees some in between
+    shot = mode != "stream"
     thread = threading.Thread(target=train, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 25
+    deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         seen.add(points(browser, "loss"))
+        if not shot and points(browser, "loss") >= 5:
+            browser.save_screenshot(str(screenshot_dir / "dashboard-live.png"))
+            shot = True
         status = browser.execute_script("return document.getElementById('job-status').textContent")
         if status == "succeeded" and points(browser, "loss") == epochs:
             break
@@ -275,3 +329,42 @@ def test_running_job_curves_grow_live(browser, live, world) -> None:
     wait_for(browser, "return document.getElementById('job-view').dataset.live === ''", what="the watch to end")
     wait_for(browser, f"return document.querySelector(\"#jobs-table tr[data-job-id='{job['id']}']\")"
                       ".dataset.status === 'succeeded'", what="the jobs list to settle")
+
+
+def test_event_stream_parser(browser, live) -> None:
+    """sse.js against the event-stream rules: CRLF/LF/CR line ends split across chunks, comments, multi-line
+    data, ids kept for Last-Event-ID, events without data dropped, an unfinished event not dispatched."""
+    browser.get(live.url)
+    chunks = ["retry: 2000\r\n\r", "\n: keep-alive\n\nid: 1.1\nevent: status\ndata: {\"status\":", " \"running\"}\n",
+              "\nevent: progress\r", "\ndata: {\"epoch\": 1,\ndata:  \"loss\": 0.5}\r\rid: 2.1\nevent: progress\n",
+              "data:x\n\nevent: nothing\n\ndata: unfinished"]
+    events = browser.execute_async_script(
+        """const [chunks, done] = arguments;
+        import("./dashboard/static/sse.js").then(({SSEParser}) => {
+          const seen = [];
+          const p = new SSEParser((e) => seen.push(e));
+          for (const c of chunks) p.push(c);
+          done(seen);
+        }).catch((e) => done(String(e)));""", chunks)
+    assert events == [
+        {"type": "status", "data": '{"status": "running"}', "id": "1.1"},
+        {"type": "progress", "data": '{"epoch": 1,\n "loss": 0.5}', "id": "1.1"},
+        {"type": "progress", "data": "x", "id": "2.1"},
+    ]
+
+
+def test_static_files_ship_with_the_package() -> None:
+    """Every file the page loads is covered by [tool.setuptools.package-data] (so a wheel serves the page)."""
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    from service.dashboard import STATIC_DIR
+
+    root = Path(__file__).resolve().parents[2]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"][
+        "service.dashboard"]
+    files = [p.relative_to(STATIC_DIR.parent).as_posix() for p in STATIC_DIR.rglob("*") if p.is_file()]
+    assert "static/vendor/uPlot.iife.min.js" in files and "static/index.html" in files
+    missing = [f for f in files if not any(fnmatch.fnmatch(f, pat) for pat in patterns)]
+    assert not missing, missing

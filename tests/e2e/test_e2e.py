@@ -212,3 +212,25 @@ def test_killed_worker_job_is_requeued_and_resumes_bit_identical(svc):
     if svc.mode == "production":  # its worker logs at INFO: the second attempt resumed
         log = svc.logs[1].read_text(errors="replace")
         assert f"job {job_id}: resuming from the checkpoint of epoch" in log
+
+
+def test_embedded_broker_keeps_no_handled_rows(embedded_service):
+    """The SQLAlchemy transport leaves delivered messages in kombu_message; the reconciler deletes
+    them."""
+    import sqlite3
+
+    svc = embedded_service
+    model_id = create_model(svc)
+    wait_job(svc, start_job(svc, model_id, epochs=2))
+    db = svc.data_dir / "broker.db"
+    deadline = time.monotonic() + 10
+    while True:
+        con = sqlite3.connect(db, timeout=10)
+        try:
+            handled = con.execute("SELECT COUNT(*) FROM kombu_message WHERE visible = 0").fetchone()[0]
+        finally:
+            con.close()
+        if handled == 0:
+            break
+        assert time.monotonic() < deadline, f"{handled} handled rows left"
+        time.sleep(0.2)

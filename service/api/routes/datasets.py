@@ -81,6 +81,8 @@ async def create_dataset(request: Request, session: SessionDep, owner: OwnerDep,
             input_shape = _form_str(form, "input_shape", False)
         if not name.strip():
             raise Invalid("name must not be empty", loc=["body", "name"])
+        if len(name) > 200 or "\x00" in name:
+            raise Invalid("name must be at most 200 characters, with no NUL character", loc=["body", "name"])
         if task is not None and task not in service.TASKS:
             raise Invalid(f"task must be one of {', '.join(service.TASKS)}", loc=["body", "task"])
         row = await run_in_threadpool(

@@ -34,7 +34,17 @@ opened are sent first, so a stream opened on a finished job replays its whole hi
     responses={
         200: {
             "description": "The job's event stream",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            # Before OpenAPI 3.2 the schema of an event stream describes one event (its wire fields).
+            "content": {"text/event-stream": {"schema": {
+                "type": "object",
+                "required": ["event", "data"],
+                "properties": {
+                    "event": {"type": "string", "enum": ["status", "progress"]},
+                    "data": {"type": "string", "description": "JSON: the job's status, or one history row"},
+                    "id": {"type": "string"},
+                    "retry": {"type": ["integer", "string"]},
+                },
+            }}},
         },
         **problem_responses(401, 404),
     },

@@ -29,7 +29,7 @@ def list_jobs(
     owner: OwnerDep,
     page: PageDep,
     status: Annotated[JobStatus | None, Query()] = None,
-    model_id: Annotated[str | None, Query()] = None,
+    model_id: Annotated[str | None, Query(max_length=64, pattern=r"^[^\x00]*$")] = None,
 ) -> Page[JobOut]:
     rows, total = service.list_(session, owner, page.limit, page.offset, status=status, model_id=model_id)
     return Page[JobOut](items=[JobOut.from_row(r) for r in rows], total=total)

@@ -41,7 +41,7 @@ const short = (id) => (id ? id.slice(0, 8) : "–");
 function num(v, digits = 4) {
   if (v == null || !Number.isFinite(v)) return "–";
   const a = Math.abs(v);
-  if (a !== 0 && (a < 1e-3 || a >= 1e6)) return v.toExponential(2);
+  if (a !== 0 && (a < 1e-3 || a >= 1e6)) return v.toExponential(2).replace(/\.?0+e/, "e");
   return Number(v.toPrecision(digits)).toString();
 }
 
@@ -51,6 +51,12 @@ function duration(s) {
   if (s < 60) return `${Math.round(s)} s`;
   if (s < 3600) return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
   return `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min`;
+}
+
+function perEpochText(s) {
+  if (s < 1e-3) return `${num(s * 1e6, 3)} µs`;
+  if (s < 1) return `${num(s * 1e3, 3)} ms`;
+  return `${num(s, 3)} s`;
 }
 
 function when(iso) {
@@ -316,7 +322,7 @@ function renderJob(job) {
   bar.style.width = `${Math.round(fraction(job) * 100)}%`;
   const e = eta(job);
   const parts = [`epoch ${job.progress.epoch} / ${job.progress.epochs}`];
-  if (e.perEpoch != null) parts.push(`${num(e.perEpoch, 3)} s/epoch`);
+  if (e.perEpoch != null) parts.push(`${perEpochText(e.perEpoch)}/epoch`);
   if (job.status === "running" && e.remaining != null) parts.push(`ETA ${duration(e.remaining)}`);
   else if (TERMINAL.has(job.status) || job.status === "queued") parts.push(etaText(job));
   $("job-progress-text").textContent = parts.join(" · ");
@@ -465,15 +471,32 @@ class JobWatcher {
     if (ev.type === "progress" && data && typeof data === "object") {
       mergeRow(this.job, data);
     } else if (ev.type === "status") {
+      // {"id", "status", "attempts", "progress", "error", "result_version"} (or a bare status string)
       const status = typeof data === "string" ? data : data?.status;
       if (status) this.job.status = status;
-      if (data && typeof data === "object" && data.error) this.job.error = data.error;
+      if (data && typeof data === "object") {
+        if ("error" in data) this.job.error = data.error;
+        if (data.progress && Number.isFinite(data.progress.epoch)) this.job.progress = data.progress;
+        if (Number.isFinite(data.attempts)) this.job.attempts = data.attempts;
+        if (data.result_version != null) this.job.result_version = data.result_version;
+      }
       if (TERMINAL.has(status)) this.refresh();
     } else {
       return;
     }
-    renderJob(this.job);
-    syncListRow(this.job);
+    this.scheduleRender();
+  }
+
+  // Events of one network chunk (a whole history replayed on connect) make one redraw.
+  scheduleRender() {
+    if (this.renderPending) return;
+    this.renderPending = true;
+    setTimeout(() => {
+      this.renderPending = false;
+      if (!this.current()) return;
+      renderJob(this.job);
+      syncListRow(this.job);
+    }, 0);
   }
 
   // Re-reads the job; true when it has ended (and the views are settled).
@@ -536,7 +559,7 @@ function shape(s) {
 
 function metricText(metrics) {
   return Object.entries(metrics || {})
-    .filter(([, v]) => typeof v === "number")
+    .filter(([k, v]) => typeof v === "number" && k !== "learning_rate")
     .map(([k, v]) => `${k} ${num(v)}`)
     .join(" · ");
 }
@@ -659,7 +682,7 @@ function renderPrediction(inputs, out) {
       return h("tr", {}, h("td", {}, i + 1), h("td", { class: "mono" }, JSON.stringify(inputs[i])),
         h("td", { class: "prediction" }, Array.isArray(p) ? JSON.stringify(p) : typeof p === "number" ? num(p, 6) : p),
         ...row.map((v, j) => h("td", { class: `num${j === best && out.task === "classification" ? " best" : ""}` },
-          num(v, 4))));
+          v.toFixed(4))));
     }),
   );
   table.dataset.version = out.version;

@@ -11,7 +11,7 @@ export function color(i) {
 function fmt(v) {
   if (v == null || !Number.isFinite(v)) return "–";
   const a = Math.abs(v);
-  if (a !== 0 && (a < 1e-3 || a >= 1e5)) return v.toExponential(2);
+  if (a !== 0 && (a < 1e-3 || a >= 1e5)) return v.toExponential(2).replace(/\.?0+e/, "e");
   return v.toPrecision(4).replace(/\.?0+$/, "");
 }
 
@@ -96,7 +96,7 @@ export class LineChart {
         { label: "epoch", stroke: "#6b7489", grid: { stroke: "#eef0f5" }, ticks: { stroke: "#e3e7ef" },
           values: (u, splits) => splits.map((v) => (Number.isInteger(v) ? String(v) : "")) },
         { label: this.yLabel, stroke: "#6b7489", grid: { stroke: "#eef0f5" }, ticks: { stroke: "#e3e7ef" },
-          size: 60, values: (u, splits) => splits.map(fmt) },
+          size: 60, values: (u, splits) => splits.map((v) => (v == null ? "" : fmt(v))) },
       ],
       series: [
         { label: "epoch", value: (u, v) => (v == null ? "–" : String(v)) },

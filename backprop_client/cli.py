@@ -1,0 +1,591 @@
+"""The user commands of ``backprop`` (they talk to a running service over HTTP):
+
+    backprop datasets upload FILE --target COL [--name N] [--task T] [--input-shape 28,28]
+    backprop datasets list | show ID
+    backprop models create SPEC.json [--name N]
+    backprop models list | show ID
+    backprop train --model ID --dataset ID [--loss L] [--optimizer adam] [--lr X] [--epochs N]
+                   [--batch-size N] [--config JOB.json] [--no-wait]
+    backprop jobs [--status S] | jobs show ID | jobs watch ID | jobs cancel ID
+    backprop predict MODEL_ID (--input ROWS.json | --csv FILE)
+    backprop export MODEL_ID --format npz|keras|onnx -o FILE
+
+The server and the key: ``--url`` / ``--api-key``, else ``BACKPROP_URL`` / ``BACKPROP_API_KEY``, else
+``http://127.0.0.1:8000`` and the key file ``$BACKPROP_DATA_DIR/api-key`` (``./.backprop/api-key``), which
+``backprop up`` writes. ``--json`` prints the API's JSON instead of tables.
+
+Standalone: ``python -m backprop_client.cli ...``; the ``backprop`` command registers the same commands
+(:func:`add_client_commands`).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import httpx
+
+from backprop_client.client import ApiError, Client
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+COMMANDS = ("datasets", "models", "train", "jobs", "predict", "export")
+#: History keys that are not shown as metrics on the progress line.
+_NOT_METRICS = ("epoch", "grad_norms", "seconds", "learning_rate")
+
+
+class CliError(Exception):
+    """A user error with a message (exit code 1)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Connection
+# --------------------------------------------------------------------------------------------------
+
+
+def resolve_url(args: argparse.Namespace) -> str:
+    return getattr(args, "url", None) or os.environ.get("BACKPROP_URL") or DEFAULT_URL
+
+
+def resolve_key(args: argparse.Namespace) -> str:
+    key = getattr(args, "api_key", None) or os.environ.get("BACKPROP_API_KEY")
+    if key:
+        return key.strip()
+    path = Path(os.environ.get("BACKPROP_DATA_DIR") or ".backprop") / "api-key"
+    try:
+        key = path.read_text().strip()
+    except OSError:
+        key = ""
+    if not key:
+        raise CliError(
+            f"no API key: pass --api-key, set BACKPROP_API_KEY, or start the service with `backprop up` "
+            f"(it writes {path})"
+        )
+    return key
+
+
+def connect(args: argparse.Namespace) -> Client:
+    return Client(resolve_url(args), resolve_key(args))
+
+
+# --------------------------------------------------------------------------------------------------
+# Output
+# --------------------------------------------------------------------------------------------------
+
+
+def _print_json(value: Any, out: TextIO | None = None) -> None:
+    print(json.dumps(value, indent=2), file=out or sys.stdout)
+
+
+def _when(ts: str | None) -> str:
+    return (ts or "").replace("T", " ")[:19]
+
+
+def table(rows: Sequence[Sequence[Any]], header: Sequence[str], out: TextIO | None = None) -> None:
+    out = out or sys.stdout
+    cells = [[str(c) for c in header]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    for r in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip(), file=out)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return str(v)
+        return f"{v:.4g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
+    return str(v)
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(int(round(seconds)), 0)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class ProgressBar:
+    """One line on stderr: ``epoch 3/20 [#####-----] 15%  loss 0.41  val_loss 0.5  1.2s/epoch  ETA 0:20``.
+
+    On a terminal the line is redrawn in place; elsewhere (pipes, logs) each epoch prints its own line."""
+
+    def __init__(self, epochs: int, out: TextIO | None = None, width: int = 24) -> None:
+        self.epochs = max(int(epochs or 0), 0)
+        self.out = out or sys.stderr
+        self.width = width
+        self.tty = bool(getattr(self.out, "isatty", lambda: False)())
+        self.seconds: list[float] = []
+        self.last_at: float | None = None
+        self.drawn = False
+
+    def line(self, row: dict[str, Any]) -> str:
+        epoch = int(row.get("epoch", 0))
+        total = max(self.epochs, epoch)
+        frac = epoch / total if total else 0.0
+        done = int(round(frac * self.width))
+        parts = [f"epoch {epoch:>{len(str(total))}}/{total}", f"[{'#' * done}{'-' * (self.width - done)}]",
+                 f"{frac * 100:3.0f}%"]
+        parts += [f"{k} {_fmt(v)}" for k, v in row.items() if k not in _NOT_METRICS and not isinstance(v, dict)]
+        if self.seconds:
+            recent = self.seconds[-10:]
+            per_epoch = sum(recent) / len(recent)
+            parts.append(f"{per_epoch:.2f}s/epoch" if per_epoch >= 1 else f"{per_epoch * 1000:.0f}ms/epoch")
+            parts.append(f"ETA {_duration(per_epoch * (total - epoch))}")
+        return "  ".join(parts)
+
+    def update(self, row: dict[str, Any]) -> None:
+        now = time.monotonic()
+        seconds = row.get("seconds")
+        if isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0:
+            self.seconds.append(float(seconds))
+        elif self.last_at is not None:
+            self.seconds.append(now - self.last_at)
+        self.last_at = now
+        text = self.line(row)
+        if self.tty:
+            self.out.write("\r\x1b[2K" + text)
+            self.drawn = True
+        else:
+            self.out.write(text + "\n")
+        self.out.flush()
+
+    def message(self, text: str) -> None:
+        """A line above the bar."""
+        if self.tty and self.drawn:
+            self.out.write("\r\x1b[2K")
+        self.out.write(text + "\n")
+        self.out.flush()
+        self.drawn = False
+
+    def close(self) -> None:
+        if self.tty and self.drawn:
+            self.out.write("\n")
+            self.out.flush()
+        self.drawn = False
+
+
+def follow(bp: Client, job_id: str, epochs: int, out: TextIO | None = None) -> dict[str, Any]:
+    """Render a job's event stream as a progress bar until its final status; returns the final job."""
+    bar = ProgressBar(epochs, out)
+    status = None
+    try:
+        for event in bp.events(job_id):
+            if event.type == "progress" and isinstance(event.data, dict):
+                bar.update(event.data)
+            elif event.type == "status" and isinstance(event.data, dict):
+                progress = event.data.get("progress") or {}
+                bar.epochs = int(progress.get("epochs") or bar.epochs)
+                if event.data.get("status") != status:
+                    status = event.data.get("status")
+                    note = f" (attempt {event.data.get('attempts')})" if (event.data.get("attempts") or 0) > 1 else ""
+                    bar.message(f"job {job_id}: {status}{note}")
+    finally:
+        bar.close()
+    return dict(bp.get_job(job_id))
+
+
+# --------------------------------------------------------------------------------------------------
+# Commands
+# --------------------------------------------------------------------------------------------------
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    with connect(args) as bp:
+        if args.datasets_command == "upload":
+            ds = bp.upload_csv(args.file, args.target, name=args.name, task=args.task, input_shape=args.input_shape)
+            if _json(args):
+                _print_json(ds)
+            else:
+                classes = f", classes {ds['classes']}" if ds.get("classes") is not None else ""
+                print(f"{ds['id']}  {ds['name']}: {ds['n_samples']} rows x {ds['n_features']} features, "
+                      f"{ds['task']}{classes}")
+            return 0
+        if args.datasets_command == "show":
+            ds = bp.get_dataset(args.id)
+            _print_json(ds)
+            return 0
+        page = bp.list_datasets(limit=args.limit)
+        if _json(args):
+            _print_json(page)
+        else:
+            table([(d["id"], d["name"], d["task"], d["n_samples"], d["n_features"], _when(d["created_at"]))
+                   for d in page["items"]], ("ID", "NAME", "TASK", "ROWS", "FEATURES", "CREATED"))
+        return 0
+
+
+def _load_json(path: str, what: str) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise CliError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise CliError(f"{path} is not valid JSON: {exc}") from None
+
+
+def _print_model(m: dict[str, Any]) -> None:
+    print(f"{m['id']}  {m['name']}  input {m['input_shape']}  latest version {m.get('latest_version') or '-'}")
+    summary = m.get("summary") or {}
+    table([(l["name"], l["type"], l["output_shape"], l["params"]) for l in summary.get("layers", [])],
+          ("LAYER", "TYPE", "OUTPUT", "PARAMS"))
+    print(f"total params {summary.get('total_params')} (trainable {summary.get('trainable_params')})")
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    with connect(args) as bp:
+        if args.models_command == "create":
+            spec = _load_json(args.spec, "the model spec")
+            if not isinstance(spec, dict):
+                raise CliError(f"{args.spec}: a model spec is a JSON object")
+            name = args.name or spec.get("name") or Path(args.spec).stem
+            m = bp.create_model(spec, name=name)
+        elif args.models_command == "show":
+            m = bp.get_model(args.id)
+        else:
+            page = bp.list_models(limit=args.limit)
+            if _json(args):
+                _print_json(page)
+            else:
+                table([(m["id"], m["name"], m["input_shape"], m["summary"]["total_params"],
+                        m.get("latest_version") or "-", _when(m["created_at"])) for m in page["items"]],
+                      ("ID", "NAME", "INPUT", "PARAMS", "VERSION", "CREATED"))
+            return 0
+        if _json(args):
+            _print_json(m)
+        else:
+            _print_model(dict(m))
+        return 0
+
+
+def job_body(args: argparse.Namespace) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    if args.config:
+        loaded = _load_json(args.config, "the job config")
+        if not isinstance(loaded, dict):
+            raise CliError(f"{args.config}: a job config is a JSON object")
+        body.update(loaded)
+    for key in ("loss", "epochs", "validation_split", "seed"):
+        value = getattr(args, key)
+        if value is not None:
+            body[key] = value
+    if args.batch_size is not None:
+        body["batch_size"] = "full" if args.batch_size == "full" else int(args.batch_size)
+    if args.metric:
+        body["metrics"] = list(args.metric)
+    if args.optimizer is not None or args.lr is not None:
+        opt = body.get("optimizer")
+        opt = dict(opt) if isinstance(opt, dict) else ({"type": opt} if isinstance(opt, str) else {})
+        if args.optimizer is not None:
+            opt["type"] = args.optimizer
+        if args.lr is not None:
+            opt["learning_rate"] = args.lr
+        opt.setdefault("type", "adam")
+        body["optimizer"] = opt
+    model = args.model or body.pop("model_id", None)
+    dataset = args.dataset or body.pop("dataset_id", None)
+    body.pop("model_id", None)
+    body.pop("dataset_id", None)
+    if not model or not dataset:
+        raise CliError("--model and --dataset are required (or model_id and dataset_id in --config)")
+    body["model_id"], body["dataset_id"] = model, dataset
+    return body
+
+
+def _finish(job: dict[str, Any], as_json: bool) -> int:
+    if as_json:
+        _print_json(job)
+    status = job["status"]
+    if status == "succeeded":
+        last = job["history"][-1] if job.get("history") else {}
+        metrics = "  ".join(f"{k} {_fmt(v)}" for k, v in last.items() if k not in _NOT_METRICS
+                            and not isinstance(v, dict))
+        if not as_json:
+            print(f"job {job['id']} succeeded: model {job['model_id']} version {job['result_version']}"
+                  + (f"  ({metrics})" if metrics else ""))
+        return 0
+    if not as_json:
+        error = job.get("error") or {}
+        detail = f": {error.get('code')}: {error.get('message')}" if error else ""
+        print(f"job {job['id']} {status}{detail}", file=sys.stderr)
+    return 1
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    body = job_body(args)
+    with connect(args) as bp:
+        model_id, dataset_id = body.pop("model_id"), body.pop("dataset_id")
+        job = bp.create_job(model_id, dataset_id, body)
+        if args.no_wait:
+            if _json(args):
+                _print_json(job)
+            else:
+                print(job["id"])
+            return 0
+        print(f"job {job['id']} queued: {job['progress']['epochs']} epochs of model {model_id} on dataset "
+              f"{dataset_id}", file=sys.stderr)
+        return _watch(bp, job["id"], int(job["progress"]["epochs"]), _json(args))
+
+
+def _watch(bp: Client, job_id: str, epochs: int, as_json: bool) -> int:
+    try:
+        job = follow(bp, job_id, epochs)
+    except KeyboardInterrupt:
+        print(f"\nstopped watching; the job goes on (backprop jobs cancel {job_id} stops it)", file=sys.stderr)
+        return 130
+    return _finish(job, as_json)
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    with connect(args) as bp:
+        sub = getattr(args, "jobs_command", None)
+        if sub == "show":
+            job = bp.get_job(args.id)
+            if _json(args):
+                _print_json(job)
+            else:
+                _print_job(dict(job))
+            return 0
+        if sub == "cancel":
+            job = bp.cancel_job(args.id)
+            if _json(args):
+                _print_json(job)
+            else:
+                state = "cancel requested" if job["status"] == "running" else job["status"]
+                print(f"job {job['id']}: {state}")
+            return 0
+        if sub == "watch":
+            job = bp.get_job(args.id)  # a finished job's stream replays its epochs, then its final status
+            return _watch(bp, args.id, int(job["progress"]["epochs"]), _json(args))
+        page = bp.list_jobs(status=args.status, model_id=args.model, limit=args.limit)
+        if _json(args):
+            _print_json(page)
+        else:
+            table([(j["id"], j["status"], f"{j['progress']['epoch']}/{j['progress']['epochs']}",
+                    _last_loss(dict(j)), j["model_id"], _when(j["created_at"])) for j in page["items"]],
+                  ("ID", "STATUS", "EPOCH", "LOSS", "MODEL", "CREATED"))
+        return 0
+
+
+def _last_loss(job: dict[str, Any]) -> str:
+    history = job.get("history") or []
+    return _fmt(history[-1].get("loss")) if history and "loss" in history[-1] else "-"
+
+
+def _print_job(job: dict[str, Any]) -> None:
+    p = job["progress"]
+    print(f"job      {job['id']}")
+    print(f"status   {job['status']}" + (" (cancel requested)" if job.get("cancel_requested") and
+                                         job["status"] == "running" else ""))
+    print(f"model    {job['model_id']}" + (f"  -> version {job['result_version']}" if job.get("result_version")
+                                           else ""))
+    print(f"dataset  {job['dataset_id']}")
+    print(f"progress epoch {p['epoch']}/{p['epochs']} ({p['fraction'] * 100:.0f}%), attempts {job['attempts']}")
+    print(f"created  {_when(job['created_at'])}   started {_when(job.get('started_at')) or '-'}   "
+          f"finished {_when(job.get('finished_at')) or '-'}")
+    if job.get("error"):
+        print(f"error    {job['error']['code']}: {job['error']['message']}")
+    cfg = job.get("config") or {}
+    opt = cfg.get("optimizer")
+    opt_s = opt.get("type") if isinstance(opt, dict) else opt
+    print(f"config   loss {cfg.get('loss')}, optimizer {opt_s}, batch_size {cfg.get('batch_size')}, "
+          f"epochs {cfg.get('epochs')}")
+    history = job.get("history") or []
+    if history:
+        keys = [k for k in history[-1] if k not in ("epoch", "grad_norms")]
+        rows = history if len(history) <= 10 else history[:3] + history[-7:]
+        table([[r.get("epoch")] + [_fmt(r.get(k, "")) for k in keys] for r in rows],
+              ["EPOCH"] + [k.upper() for k in keys])
+
+
+def _read_rows(args: argparse.Namespace) -> list[Any]:
+    if args.input:
+        data = _load_json(args.input, "the input rows")
+        rows = data.get("inputs") if isinstance(data, dict) else data
+        if not isinstance(rows, list):
+            raise CliError(f"{args.input}: give a JSON list of rows, or {{\"inputs\": [...]}}")
+        return rows
+    drop = {c.strip() for c in (args.drop or "").split(",") if c.strip()}
+    try:
+        with open(args.csv, newline="") as fh:
+            reader = csv.DictReader(fh)
+            return [{k: _number(v) for k, v in row.items() if k is not None and k not in drop} for row in reader]
+    except OSError as exc:
+        raise CliError(f"cannot read {args.csv}: {exc.strerror or exc}") from None
+
+
+def _number(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    rows = _read_rows(args)
+    with connect(args) as bp:
+        out = bp.predict(args.model_id, rows, version=args.version)
+    if _json(args):
+        _print_json(out)
+        return 0
+    probs = out.get("probabilities")
+    classes = out.get("classes")
+    if probs and classes and out["task"] == "classification":
+        table([(i, _fmt(p), _fmt(max(pr))) for i, (p, pr) in enumerate(zip(out["predictions"], probs))],
+              ("ROW", "PREDICTION", "PROBABILITY"))
+    else:
+        table([(i, json.dumps(p) if isinstance(p, list) else _fmt(p)) for i, p in enumerate(out["predictions"])],
+              ("ROW", "PREDICTION"))
+    print(f"model {out['model_id']} version {out['version']}", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    ext = {"keras": "json", "onnx": "onnx"}.get(args.format, "npz")
+    out = args.output or f"model-{args.model_id}.{ext}"
+    with connect(args) as bp:
+        content = bp.export(args.model_id, args.format, version=args.version)
+    Path(out).write_bytes(content)
+    print(f"wrote {out} ({len(content)} bytes)", file=sys.stderr)
+    return 0
+
+
+def _json(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "json", False))
+
+
+# --------------------------------------------------------------------------------------------------
+# Parser
+# --------------------------------------------------------------------------------------------------
+
+
+def _conn_parent() -> argparse.ArgumentParser:
+    # SUPPRESS: an option given before a nested subcommand (``jobs --url X show ID``) is not overwritten by
+    # the nested parser's default.
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("connection")
+    g.add_argument("--url", default=argparse.SUPPRESS, help=f"server URL (BACKPROP_URL; default {DEFAULT_URL})")
+    g.add_argument("--api-key", default=argparse.SUPPRESS,
+                   help="API key (BACKPROP_API_KEY; default: the file $BACKPROP_DATA_DIR/api-key)")
+    g.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print the API's JSON")
+    return p
+
+
+def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Turn the errors a user can cause into a message and exit code 1 (no traceback)."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return fn(args)
+        except ApiError as exc:
+            print(f"error: {exc.status} {exc.title}: {exc.detail}", file=sys.stderr)
+            for e in exc.errors:
+                loc = ".".join(str(p) for p in e.get("loc", []))
+                if loc and e.get("msg") != exc.detail:
+                    print(f"  {loc}: {e.get('msg')}", file=sys.stderr)
+            return 1
+        except CliError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        except httpx.TransportError as exc:
+            print(f"error: cannot reach {resolve_url(args)} ({exc}); is the service running? (backprop up)",
+                  file=sys.stderr)
+            return 1
+
+    run.__name__ = fn.__name__
+    return run
+
+
+def add_client_commands(subparsers: Any) -> None:
+    """Register the user commands on ``subparsers`` (``parser.add_subparsers()``); each sets ``func``."""
+    conn = _conn_parent()
+
+    ds = subparsers.add_parser("datasets", help="upload and list datasets")
+    dsub = ds.add_subparsers(dest="datasets_command", required=True)
+    up = dsub.add_parser("upload", parents=[conn], help="upload a CSV file (with a header row)")
+    up.add_argument("file")
+    up.add_argument("--target", required=True, help="the target column (or comma-separated columns)")
+    up.add_argument("--name", help="default: the file name")
+    up.add_argument("--task", choices=("classification", "multilabel", "regression"),
+                    help="default: inferred from the targets")
+    up.add_argument("--input-shape", help="e.g. 28,28 (default: the number of features)")
+    dl = dsub.add_parser("list", parents=[conn], help="list datasets")
+    dl.add_argument("--limit", type=int, default=50)
+    dshow = dsub.add_parser("show", parents=[conn], help="one dataset as JSON")
+    dshow.add_argument("id")
+    ds.set_defaults(func=_guard(cmd_datasets))
+
+    ms = subparsers.add_parser("models", help="create and list models")
+    msub = ms.add_subparsers(dest="models_command", required=True)
+    mc = msub.add_parser("create", parents=[conn], help="create a model from a JSON spec (or Keras JSON)")
+    mc.add_argument("spec", metavar="SPEC.json")
+    mc.add_argument("--name", help="default: the spec's name, else the file name")
+    ml = msub.add_parser("list", parents=[conn], help="list models")
+    ml.add_argument("--limit", type=int, default=50)
+    mshow = msub.add_parser("show", parents=[conn], help="a model's layers and parameters")
+    mshow.add_argument("id")
+    ms.set_defaults(func=_guard(cmd_models))
+
+    tr = subparsers.add_parser("train", parents=[conn], help="train a model on a dataset, with live progress")
+    tr.add_argument("--model", help="model id")
+    tr.add_argument("--dataset", help="dataset id")
+    tr.add_argument("--loss", help="e.g. categorical_crossentropy, mean_squared_error")
+    tr.add_argument("--optimizer", help="sgd, rmsprop, adam, adamw, adagrad, adadelta, nadam")
+    tr.add_argument("--lr", type=float, help="learning rate")
+    tr.add_argument("--epochs", type=int)
+    tr.add_argument("--batch-size", help="an integer, or 'full'")
+    tr.add_argument("--validation-split", type=float)
+    tr.add_argument("--seed", type=int)
+    tr.add_argument("--metric", action="append", help="a metric to track (repeatable), e.g. accuracy")
+    tr.add_argument("--config", metavar="JOB.json", help="the job's JSON (options on the command line win)")
+    tr.add_argument("--no-wait", action="store_true", help="print the job id and return")
+    tr.set_defaults(func=_guard(cmd_train))
+
+    jb = subparsers.add_parser("jobs", parents=[conn], help="list, show, watch and cancel training jobs")
+    jb.add_argument("--status", choices=("queued", "running", "succeeded", "failed", "cancelled"))
+    jb.add_argument("--model", help="only this model's jobs")
+    jb.add_argument("--limit", type=int, default=50)
+    jsub = jb.add_subparsers(dest="jobs_command")
+    for name, text in (("show", "a job's status, config and history"), ("watch", "follow a job live"),
+                       ("cancel", "cancel a job")):
+        p = jsub.add_parser(name, parents=[conn], help=text)
+        p.add_argument("id")
+    jb.set_defaults(func=_guard(cmd_jobs))
+
+    pr = subparsers.add_parser("predict", parents=[conn], help="predict with a trained model")
+    pr.add_argument("model_id")
+    src = pr.add_mutually_exclusive_group(required=True)
+    src.add_argument("--input", metavar="ROWS.json", help="a JSON list of rows (lists or objects by feature)")
+    src.add_argument("--csv", metavar="FILE", help="a CSV with a header row naming the features")
+    pr.add_argument("--drop", help="CSV columns to leave out (e.g. the target), comma-separated")
+    pr.add_argument("--version", type=int, help="default: the latest")
+    pr.set_defaults(func=_guard(cmd_predict))
+
+    ex = subparsers.add_parser("export", parents=[conn], help="download a trained model")
+    ex.add_argument("model_id")
+    ex.add_argument("--format", choices=("npz", "keras", "onnx"), default="npz")
+    ex.add_argument("-o", "--output", metavar="FILE", help="default: model-<id>.<ext>")
+    ex.add_argument("--version", type=int, help="default: the latest")
+    ex.set_defaults(func=_guard(cmd_export))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="backprop", description="The Backprop client: train networks over HTTP.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_client_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

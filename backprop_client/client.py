@@ -1,0 +1,393 @@
+"""A typed client for the Backprop HTTP API (v1), over httpx and the standard library only."""
+from __future__ import annotations
+
+import os
+import time
+from contextlib import closing
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any, cast
+
+import httpx
+
+from backprop_client.types import (
+    Checkpoint,
+    Dataset,
+    Event,
+    FINAL_STATUSES,
+    Job,
+    Model,
+    Page,
+    Prediction,
+    Version,
+)
+
+__all__ = ["ApiError", "Client", "parse_sse"]
+
+USER_AGENT = "backprop-client/0.1"
+
+
+class ApiError(Exception):
+    """An error answer of the API, from its RFC 9457 problem details.
+
+    ``errors`` lists ``{"loc": [...], "msg": ...}`` for validation errors (422), else it is empty."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        errors: list[dict[str, Any]] | None = None,
+        type: str | None = None,
+        body: Any = None,
+    ) -> None:
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.errors = errors or []
+        self.type = type
+        self.body = body
+        super().__init__(f"{status} {title}: {detail}")
+
+    @classmethod
+    def from_response(cls, response: httpx.Response) -> ApiError:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and "status" in body and ("title" in body or "detail" in body):
+            return cls(
+                int(body.get("status") or response.status_code),
+                str(body.get("title") or response.reason_phrase),
+                str(body.get("detail") or ""),
+                body.get("errors") if isinstance(body.get("errors"), list) else None,
+                body.get("type"),
+                body,
+            )
+        text = response.text[:500] if body is None else str(body)[:500]
+        return cls(response.status_code, response.reason_phrase or "Error", text, None, None, body)
+
+
+def parse_sse(lines: Iterable[str]) -> Iterator[Event | str]:
+    """Server-sent events from the lines of a ``text/event-stream`` (the WHATWG rules: ``field: value``,
+    ``data`` lines joined by newlines, a blank line dispatches). Yields :class:`Event`s, and the text of each
+    comment line (keep-alives) as a ``str``; a ``retry`` field is yielded as ``"retry:<ms>"``."""
+    event, data, id_ = "", [], None
+    for raw in lines:
+        line = raw.rstrip("\r\n")
+        if not line:
+            if data or event:
+                yield Event.from_fields(event, id_, "\n".join(data))
+            event, data = "", []
+            continue
+        if line.startswith(":"):
+            yield line[1:].strip()
+            continue
+        name, sep, value = line.partition(":")
+        if sep and value.startswith(" "):
+            value = value[1:]
+        if name == "event":
+            event = value
+        elif name == "data":
+            data.append(value)
+        elif name == "id":
+            if "\0" not in value:
+                id_ = value
+        elif name == "retry" and value.isdigit():
+            yield f"retry:{value}"
+    if data:
+        yield Event.from_fields(event, id_, "\n".join(data))
+
+
+class Client:
+    """``Client(base_url, api_key)``; every method answers the API's JSON as a typed dict, or raises
+    :class:`ApiError`. Use as a context manager, or call :meth:`close`.
+
+    >>> with Client("http://127.0.0.1:8000", "bp_...") as bp:
+    ...     ds = bp.upload_csv("iris.csv", target="species")
+    ...     model = bp.create_model({"input_shape": [4], "layers": [{"type": "dense", "units": 3,
+    ...                                                              "activation": "softmax"}]})
+    ...     job = bp.create_job(model["id"], ds["id"], loss="categorical_crossentropy", epochs=50)
+    ...     for event in bp.events(job["id"]):
+    ...         print(event.type, event.data)
+    """
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        api_key: str | None = None,
+        *,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, transport=transport)
+
+    # -- plumbing ------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_exc: Any) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        response = self._http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            raise ApiError.from_response(response)
+        return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._request(method, path, **kwargs).json()
+
+    @staticmethod
+    def _page(limit: int, offset: int, **filters: Any) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        params.update({k: v for k, v in filters.items() if v is not None})
+        return params
+
+    # -- operations ----------------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        return cast(dict, self._json("GET", "/healthz"))
+
+    def ready(self) -> dict[str, Any]:
+        return cast(dict, self._json("GET", "/readyz"))
+
+    # -- datasets ------------------------------------------------------------------------------------
+
+    def upload_csv(
+        self,
+        file: str | os.PathLike[str] | bytes | IO[bytes],
+        target: str | Sequence[str],
+        *,
+        name: str | None = None,
+        task: str | None = None,
+        input_shape: str | Sequence[int] | None = None,
+    ) -> Dataset:
+        """Upload a CSV file (with a header row). ``target``: the target column, or several."""
+        if isinstance(file, (str, os.PathLike)):
+            path = Path(file)
+            content: bytes | IO[bytes] = path.read_bytes()
+            filename = path.name
+            name = name or path.stem
+        else:
+            content = file
+            filename = getattr(file, "name", None) or "data.csv"
+            filename = os.path.basename(str(filename))
+            name = name or Path(filename).stem
+        form: dict[str, str] = {
+            "name": name,
+            "target": target if isinstance(target, str) else ",".join(target),
+        }
+        if task:
+            form["task"] = task
+        if input_shape is not None:
+            form["input_shape"] = input_shape if isinstance(input_shape, str) else ",".join(map(str, input_shape))
+        return cast(
+            Dataset,
+            self._json("POST", "/v1/datasets", data=form, files={"file": (filename, content, "text/csv")}),
+        )
+
+    def create_dataset(
+        self,
+        name: str,
+        features: Sequence[Sequence[Any]],
+        targets: Sequence[Any],
+        *,
+        task: str | None = None,
+        input_shape: Sequence[int] | None = None,
+        feature_names: Sequence[str] | None = None,
+        target_names: Sequence[str] | None = None,
+    ) -> Dataset:
+        """A dataset from JSON arrays: one feature row per sample, one target (or a list) per sample."""
+        body: dict[str, Any] = {"name": name, "features": [list(r) for r in features], "targets": list(targets)}
+        for key, value in (("task", task), ("input_shape", input_shape), ("feature_names", feature_names),
+                           ("target_names", target_names)):
+            if value is not None:
+                body[key] = value if isinstance(value, str) else list(value)
+        return cast(Dataset, self._json("POST", "/v1/datasets", json=body))
+
+    def list_datasets(self, *, limit: int = 50, offset: int = 0) -> Page[Dataset]:
+        return cast(Page[Dataset], self._json("GET", "/v1/datasets", params=self._page(limit, offset)))
+
+    def get_dataset(self, dataset_id: str) -> Dataset:
+        return cast(Dataset, self._json("GET", f"/v1/datasets/{dataset_id}"))
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        self._request("DELETE", f"/v1/datasets/{dataset_id}")
+
+    # -- models --------------------------------------------------------------------------------------
+
+    def create_model(self, spec: Mapping[str, Any], *, name: str | None = None) -> Model:
+        """``spec``: ``{"input_shape", "layers"}`` (optionally with ``name``), ``{"keras": ...}``, or the JSON
+        of a Keras ``model.to_json()`` itself."""
+        spec = dict(spec)
+        if "class_name" in spec and "config" in spec and "layers" not in spec:  # Keras's own JSON
+            spec = {"keras": spec}
+        body = {**spec, "name": name or spec.get("name") or "model"}
+        return cast(Model, self._json("POST", "/v1/models", json=body))
+
+    def list_models(self, *, limit: int = 50, offset: int = 0) -> Page[Model]:
+        return cast(Page[Model], self._json("GET", "/v1/models", params=self._page(limit, offset)))
+
+    def get_model(self, model_id: str) -> Model:
+        return cast(Model, self._json("GET", f"/v1/models/{model_id}"))
+
+    def delete_model(self, model_id: str) -> None:
+        self._request("DELETE", f"/v1/models/{model_id}")
+
+    def list_versions(self, model_id: str, *, limit: int = 50, offset: int = 0) -> Page[Version]:
+        return cast(
+            Page[Version], self._json("GET", f"/v1/models/{model_id}/versions", params=self._page(limit, offset))
+        )
+
+    # -- jobs ----------------------------------------------------------------------------------------
+
+    def create_job(
+        self, model_id: str, dataset_id: str, config: Mapping[str, Any] | None = None, **options: Any
+    ) -> Job:
+        """Queue a training job. ``config`` and ``options`` are the fit configuration (``loss``,
+        ``optimizer``, ``epochs``, ``batch_size``, ``validation_split``, ``seed``, ``metrics``...);
+        ``options`` win."""
+        body = {**(dict(config) if config else {}), **options, "model_id": model_id, "dataset_id": dataset_id}
+        return cast(Job, self._json("POST", "/v1/jobs", json=body))
+
+    def get_job(self, job_id: str) -> Job:
+        return cast(Job, self._json("GET", f"/v1/jobs/{job_id}"))
+
+    def list_jobs(
+        self, *, status: str | None = None, model_id: str | None = None, limit: int = 50, offset: int = 0
+    ) -> Page[Job]:
+        params = self._page(limit, offset, status=status, model_id=model_id)
+        return cast(Page[Job], self._json("GET", "/v1/jobs", params=params))
+
+    def cancel_job(self, job_id: str) -> Job:
+        return cast(Job, self._json("POST", f"/v1/jobs/{job_id}/cancel"))
+
+    def list_checkpoints(self, job_id: str, *, limit: int = 50, offset: int = 0) -> Page[Checkpoint]:
+        return cast(
+            Page[Checkpoint],
+            self._json("GET", f"/v1/jobs/{job_id}/checkpoints", params=self._page(limit, offset)),
+        )
+
+    def events(
+        self,
+        job_id: str,
+        *,
+        last_event_id: str | None = None,
+        reconnect: bool = True,
+        max_retries: int = 10,
+        read_timeout: float = 60.0,
+    ) -> Iterator[Event]:
+        """The job's live events (``status`` and ``progress``), until its final status.
+
+        A dropped connection is resumed from the last event received (``Last-Event-ID``), so every epoch is
+        seen once; up to ``max_retries`` failed reconnections in a row, waiting as the server asks."""
+        for item in self._stream(job_id, last_event_id, reconnect, max_retries, read_timeout):
+            if isinstance(item, Event):
+                yield item
+
+    def _stream(
+        self,
+        job_id: str,
+        last_event_id: str | None,
+        reconnect: bool,
+        max_retries: int,
+        read_timeout: float,
+    ) -> Iterator[Event | None]:
+        """Events, and None for each keep-alive (so that callers can check a deadline)."""
+        retry_s = 1.0
+        failures = 0
+        timeout = httpx.Timeout(30.0, read=read_timeout)
+        while True:
+            headers = {"Accept": "text/event-stream"}
+            if last_event_id:
+                headers["Last-Event-ID"] = last_event_id
+            try:
+                with self._http.stream(
+                    "GET", f"/v1/jobs/{job_id}/events", headers=headers, timeout=timeout
+                ) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        raise ApiError.from_response(response)
+                    for item in parse_sse(response.iter_lines()):
+                        if isinstance(item, str):
+                            if item.startswith("retry:"):
+                                retry_s = int(item[6:]) / 1000.0
+                            else:
+                                yield None
+                            continue
+                        failures = 0
+                        if item.id:
+                            last_event_id = item.id
+                        yield item
+                        if item.is_final:
+                            return
+            except httpx.TransportError:
+                if not reconnect or failures >= max_retries:
+                    raise
+            else:
+                # The stream ended with no final status (the server restarted): resume it.
+                if not reconnect or failures >= max_retries:
+                    return
+            failures += 1
+            time.sleep(min(retry_s * failures, 30.0))
+
+    def wait(self, job_id: str, *, timeout: float | None = None, poll_s: float = 1.0) -> Job:
+        """Block until the job ends (succeeded, failed or cancelled) and return it; ``TimeoutError`` after
+        ``timeout`` seconds. Follows the event stream, and falls back to polling if the stream is
+        unavailable."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        read_timeout = 60.0 if timeout is None else max(min(timeout, 60.0), 1.0)
+        try:
+            with closing(self._stream(job_id, None, True, 5, read_timeout)) as stream:
+                for item in stream:
+                    if isinstance(item, Event) and item.is_final:
+                        break
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise TimeoutError(f"job {job_id} did not finish within {timeout} s")
+        except (httpx.TransportError, ApiError) as exc:
+            if isinstance(exc, ApiError) and exc.status in (401, 403, 404):
+                raise
+        while True:
+            job = self.get_job(job_id)
+            if job["status"] in FINAL_STATUSES:
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} did not finish within {timeout} s")
+            time.sleep(poll_s)
+
+    # -- predictions and exports ---------------------------------------------------------------------
+
+    def predict(
+        self, model_id: str, inputs: Sequence[Sequence[Any] | Mapping[str, Any]], *, version: int | None = None
+    ) -> Prediction:
+        """Rows as lists in the dataset's feature order, or objects keyed by feature name."""
+        body: dict[str, Any] = {"inputs": [dict(r) if isinstance(r, Mapping) else list(r) for r in inputs]}
+        if version is not None:
+            body["version"] = version
+        return cast(Prediction, self._json("POST", f"/v1/models/{model_id}/predict", json=body))
+
+    def export(
+        self,
+        model_id: str,
+        format: str = "npz",
+        *,
+        version: int | None = None,
+        to: str | os.PathLike[str] | None = None,
+    ) -> bytes:
+        """The trained version as a file (``npz``, ``keras`` or ``onnx``); written to ``to`` when given."""
+        params: dict[str, Any] = {"format": format}
+        if version is not None:
+            params["version"] = version
+        content = self._request("GET", f"/v1/models/{model_id}/export", params=params).content
+        if to is not None:
+            Path(to).write_bytes(content)
+        return content

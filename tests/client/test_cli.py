@@ -1,0 +1,158 @@
+"""The user commands of ``backprop`` against a running service: upload -> model -> train (live progress) ->
+jobs -> predict -> export, as a user types them."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backprop_client.cli import ProgressBar, build_parser, job_body
+from tests.client.conftest import ROOT, LiveService
+
+XOR = "a,b,y\n" + "\n".join(f"{i % 2},{(i // 2) % 2},{'yes' if (i % 2) ^ ((i // 2) % 2) else 'no'}"
+                            for i in range(40)) + "\n"
+MLP = {"name": "xor-net", "input_shape": [2], "layers": [{"type": "dense", "units": 8, "activation": "tanh"},
+                                                          {"type": "dense", "units": 2, "activation": "softmax"}]}
+
+
+def run(live: LiveService, *argv: str, module: str = "backprop_client.cli", check: bool = True,
+        cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess:
+    out = subprocess.run([sys.executable, "-m", module, *argv], env=live.env(**env), cwd=cwd or ROOT,
+                         capture_output=True, text=True, timeout=60)
+    if check:
+        assert out.returncode == 0, f"{argv}: rc {out.returncode}\n{out.stdout}\n{out.stderr}"
+    return out
+
+
+def test_a_cli_session(live, tmp_path):
+    data = tmp_path / "xor.csv"
+    data.write_text(XOR)
+    spec = tmp_path / "net.json"
+    spec.write_text(json.dumps(MLP))
+
+    out = run(live, "datasets", "upload", str(data), "--target", "y", "--json")
+    ds = json.loads(out.stdout)
+    assert ds["name"] == "xor" and ds["n_samples"] == 40
+    human = run(live, "datasets", "upload", str(data), "--target", "y", "--name", "again", "--task",
+                "classification").stdout
+    assert "again: 40 rows x 2 features, classification" in human
+    assert "again" in run(live, "datasets", "list").stdout
+
+    model = json.loads(run(live, "models", "create", str(spec), "--json").stdout)
+    assert model["name"] == "xor-net"
+    listing = run(live, "models", "list").stdout
+    assert model["id"] in listing and "xor-net" in listing
+
+    # train: follows the event stream with a progress line per epoch (stderr is not a terminal here)
+    out = run(live, "train", "--model", model["id"], "--dataset", ds["id"], "--loss", "categorical_crossentropy",
+              "--optimizer", "adam", "--lr", "0.05", "--epochs", "5", "--batch-size", "8", "--validation-split",
+              "0.25", "--metric", "accuracy")
+    progress = [line for line in out.stderr.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in progress] == ["1/5", "2/5", "3/5", "4/5", "5/5"], out.stderr
+    assert "ETA" in progress[-1] and "loss" in progress[-1] and "val_accuracy" in progress[-1]
+    assert "[########################]  100%" in progress[-1] and "ms/epoch" in progress[-1]
+    assert "succeeded" in out.stderr.splitlines()[-1] or "succeeded" in out.stdout
+    assert f"model {model['id']} version 1" in out.stdout
+
+    jobs = run(live, "jobs").stdout
+    assert "succeeded" in jobs and "5/5" in jobs
+    job_id = jobs.splitlines()[1].split()[0]
+    assert "succeeded" in run(live, "jobs", "--status", "succeeded").stdout
+    assert run(live, "jobs", "--status", "running").stdout.strip() == "ID  STATUS  EPOCH  LOSS  MODEL  CREATED"
+    shown = run(live, "jobs", "show", job_id).stdout
+    assert "status   succeeded" in shown and "epoch 5/5" in shown and "VAL_LOSS" in shown
+
+    # a job config file; --no-wait prints the id; the options on the command line win over the file
+    cfg = tmp_path / "job.json"
+    cfg.write_text(json.dumps({"model_id": model["id"], "dataset_id": ds["id"], "loss": "categorical_crossentropy",
+                               "epochs": 3, "optimizer": {"type": "sgd", "learning_rate": 0.1}}))
+    new_id = run(live, "train", "--config", str(cfg), "--epochs", "4", "--no-wait").stdout.strip()
+    watched = run(live, "jobs", "watch", new_id)
+    assert "epoch 4/4" in watched.stderr and "version 2" in watched.stdout
+    job = json.loads(run(live, "jobs", "show", new_id, "--json").stdout)
+    assert job["config"]["optimizer"]["type"] == "sgd" and job["config"]["epochs"] == 4
+
+    # predict from a CSV (dropping the target column) and from JSON rows
+    rows = tmp_path / "rows.json"
+    rows.write_text(json.dumps([[0, 0], [1, 0]]))
+    pred = json.loads(run(live, "predict", model["id"], "--input", str(rows), "--json").stdout)
+    assert pred["version"] == 2 and len(pred["predictions"]) == 2
+    table = run(live, "predict", model["id"], "--csv", str(data), "--drop", "y", "--version", "1").stdout
+    assert table.splitlines()[0].split() == ["ROW", "PREDICTION", "PROBABILITY"] and len(table.splitlines()) == 41
+
+    # export
+    out_file = tmp_path / "model.npz"
+    run(live, "export", model["id"], "--format", "npz", "-o", str(out_file))
+    with np.load(out_file, allow_pickle=False) as z:
+        assert z.files
+
+    # cancel
+    slow = run(live, "train", "--model", model["id"], "--dataset", ds["id"], "--loss", "categorical_crossentropy",
+               "--epochs", "5000", "--batch-size", "1", "--no-wait").stdout.strip()
+    assert slow in run(live, "jobs", "cancel", slow).stdout
+    final = run(live, "jobs", "watch", slow, check=False)
+    assert final.returncode == 1 and "cancelled" in final.stderr
+
+
+def test_errors_are_messages_not_tracebacks(live, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"input_shape": [2], "layers": [{"type": "dense", "units": 0}]}))
+    out = run(live, "models", "create", str(bad), check=False)
+    assert out.returncode == 1 and out.stderr.startswith("error: 422") and "Traceback" not in out.stderr
+    assert "body.layers.0.units" in out.stderr or "units" in out.stderr
+    out = run(live, "jobs", "show", "nope", check=False)
+    assert out.returncode == 1 and "404" in out.stderr
+    # the key: --api-key wins over the key file; a wrong one is a 401
+    out = run(live, "models", "list", "--api-key", "bp_wrong", check=False)
+    assert out.returncode == 1 and "401" in out.stderr
+    # no key anywhere
+    out = run(live, "models", "list", check=False, BACKPROP_DATA_DIR=str(tmp_path / "empty"))
+    assert out.returncode == 1 and "no API key" in out.stderr
+    # nothing listening
+    out = run(live, "models", "list", "--url", "http://127.0.0.1:9", check=False)
+    assert out.returncode == 1 and "cannot reach" in out.stderr
+
+
+def test_the_backprop_command_has_the_user_commands(live):
+    """``backprop`` (service.cli) registers the client's commands next to up/api/worker/keys/migrate."""
+    out = run(live, "models", "list", "--json", module="service.cli")
+    assert "items" in json.loads(out.stdout)
+    helptext = run(live, "--help", module="service.cli").stdout
+    for command in ("datasets", "models", "train", "jobs", "predict", "export", "up", "keys"):
+        assert command in helptext
+
+
+def test_parsing_and_progress_rendering():
+    args = build_parser().parse_args(["jobs", "--url", "http://x", "show", "J"])
+    assert args.url == "http://x" and args.jobs_command == "show" and args.id == "J"
+    args = build_parser().parse_args(["train", "--model", "m", "--dataset", "d", "--lr", "0.1",
+                                      "--batch-size", "full", "--metric", "accuracy"])
+    assert job_body(args) == {"model_id": "m", "dataset_id": "d", "batch_size": "full", "metrics": ["accuracy"],
+                              "optimizer": {"type": "adam", "learning_rate": 0.1}}
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["predict", "m"])  # --input or --csv
+
+    class Out:
+        def __init__(self) -> None:
+            self.text = ""
+
+        def write(self, s: str) -> None:
+            self.text += s
+
+        def flush(self) -> None:
+            pass
+
+        def isatty(self) -> bool:
+            return True
+
+    out = Out()
+    bar = ProgressBar(4, out, width=8)
+    bar.update({"epoch": 1, "loss": 0.5, "seconds": 2.0, "grad_norms": {"d": 1.0}})
+    bar.update({"epoch": 2, "loss": 0.25, "seconds": 2.0})
+    bar.close()
+    assert "\r\x1b[2Kepoch 2/4  [####----]   50%  loss 0.25  2.00s/epoch  ETA 0:04" in out.text
+    assert out.text.endswith("\n") and "grad_norms" not in out.text

@@ -1,0 +1,138 @@
+"""The Python client against a running service (real worker), and its event-stream reconnection."""
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+import httpx
+import numpy as np
+import pytest
+
+from backprop_client import ApiError, Client, Event
+from backprop_client.client import parse_sse
+from tests.client.conftest import ROOT
+
+XOR = "a,b,y\n" + "\n".join(f"{i % 2},{(i // 2) % 2},{'yes' if (i % 2) ^ ((i // 2) % 2) else 'no'}"
+                            for i in range(40)) + "\n"
+MLP = {"input_shape": [2], "layers": [{"type": "dense", "units": 8, "activation": "tanh"},
+                                       {"type": "dense", "units": 2, "activation": "softmax"}]}
+
+
+def test_the_client_imports_nothing_of_the_server():
+    code = ("import sys, backprop_client, backprop_client.cli; "
+            "bad = [m for m in ('fastapi', 'starlette', 'pydantic', 'sqlalchemy', 'numpy', 'celery', 'service',"
+            " 'engine', 'workers', 'prometheus_client') if m in sys.modules]; print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_round_trip(live, tmp_path):
+    csv_path = tmp_path / "xor.csv"
+    csv_path.write_text(XOR)
+    with Client(live.url, live.key) as bp:
+        assert bp.health()["status"] == "ok"
+        ds = bp.upload_csv(csv_path, target="y")
+        assert ds["name"] == "xor" and ds["n_samples"] == 40 and ds["task"] == "classification"
+        assert ds["classes"] == ["no", "yes"]
+        js = bp.create_dataset("arrays", [[0, 0], [0, 1], [1, 0], [1, 1]] * 5, [0.0, 1.0, 1.0, 0.0] * 5,
+                               task="regression", feature_names=["a", "b"])
+        assert js["task"] == "regression" and js["feature_names"] == ["a", "b"]
+        from_bytes = bp.upload_csv(io.BytesIO(XOR.encode()), target="y", name="bytes")
+        assert from_bytes["n_samples"] == 40
+        assert {d["id"] for d in bp.list_datasets()["items"]} >= {ds["id"], js["id"], from_bytes["id"]}
+
+        model = bp.create_model(MLP, name="xor-net")
+        assert model["summary"]["total_params"] == 2 * 8 + 8 + 8 * 2 + 2
+        assert bp.get_model(model["id"])["name"] == "xor-net"
+
+        job = bp.create_job(model["id"], ds["id"], {"loss": "categorical_crossentropy", "epochs": 6},
+                            optimizer={"type": "adam", "learning_rate": 0.05}, validation_split=0.25, seed=3)
+        assert job["status"] == "queued" and job["config"]["optimizer"]["type"] == "adam"
+        events = list(bp.events(job["id"]))
+        assert all(isinstance(e, Event) for e in events)
+        assert [e.data["epoch"] for e in events if e.type == "progress"] == [1, 2, 3, 4, 5, 6]
+        assert events[-1].is_final and events[-1].data["status"] == "succeeded"
+        done = bp.wait(job["id"], timeout=30)
+        assert done["status"] == "succeeded" and done["result_version"] == 1
+        assert [h["epoch"] for h in done["history"]] == [1, 2, 3, 4, 5, 6]
+        # the stream replays the rest from any id it sent
+        rest = list(bp.events(job["id"], last_event_id=events[-4].id))
+        assert [(e.type, e.id) for e in rest] == [(e.type, e.id) for e in events[-3:]]
+
+        checkpoints = bp.list_checkpoints(job["id"])
+        assert checkpoints["total"] >= 1 and all(1 <= c["epoch"] <= 6 for c in checkpoints["items"])
+        assert bp.list_jobs(status="succeeded", model_id=model["id"])["total"] == 1
+        assert bp.list_versions(model["id"])["items"][0]["version"] == 1
+
+        pred = bp.predict(model["id"], [[0, 0], [1, 0]])
+        assert pred["version"] == 1 and len(pred["predictions"]) == 2 and pred["classes"] == ["no", "yes"]
+        assert all(p in ("no", "yes") for p in pred["predictions"])
+        by_name = bp.predict(model["id"], [{"a": 0, "b": 0}, {"b": 0, "a": 1}], version=1)
+        assert by_name["predictions"] == pred["predictions"]
+        out = tmp_path / "m.npz"
+        content = bp.export(model["id"], "npz", to=out)
+        assert out.read_bytes() == content
+        with np.load(out, allow_pickle=False) as z:
+            assert len(z.files) > 0
+
+        # errors: problem details as ApiError
+        with pytest.raises(ApiError) as err:
+            bp.create_model({"input_shape": [2], "layers": [{"type": "dense", "units": 0}]})
+        assert err.value.status == 422 and err.value.errors and err.value.errors[0]["loc"][:2] == ["body", "layers"]
+        with pytest.raises(ApiError) as err:
+            bp.get_job("no-such-job")
+        assert err.value.status == 404 and err.value.title == "Not found"
+        with pytest.raises(ApiError) as err:
+            list(bp.events("no-such-job"))
+        assert err.value.status == 404
+
+        # cancel a queued job of a model nobody trains... (the worker may have claimed it: both are fine)
+        slow = bp.create_job(model["id"], ds["id"], loss="categorical_crossentropy", epochs=10_000, batch_size=1)
+        cancelled = bp.cancel_job(slow["id"])
+        assert cancelled["status"] in ("cancelled", "running")
+        assert bp.wait(slow["id"], timeout=30)["status"] == "cancelled"
+
+    with Client(live.url, "bp_wrong") as bad, pytest.raises(ApiError) as err:
+        bad.list_models()
+    assert err.value.status == 401
+
+
+def test_events_resume_after_a_dropped_connection():
+    """The connection drops after two events: the client reconnects with Last-Event-ID and sees each once."""
+    stream = [
+        ("1.1", "progress", {"epoch": 1}), ("2.1", "progress", {"epoch": 2}),
+        ("3.1", "progress", {"epoch": 3}), ("3.3", "status", {"status": "succeeded"}),
+    ]
+    seen_ids: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        last = request.headers.get("last-event-id")
+        seen_ids.append(last)
+        start = 0 if last is None else [s[0] for s in stream].index(last) + 1
+
+        def body():
+            yield b"retry: 10\n\n: keep-alive\n\n"
+            for n, (id_, kind, data) in enumerate(stream[start:]):
+                if last is None and n == 2:
+                    raise httpx.ReadError("connection reset")
+                yield f"id: {id_}\nevent: {kind}\ndata: {json.dumps(data)}\n\n".encode()
+
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body())
+
+    with Client("http://test", "k", transport=httpx.MockTransport(handler)) as bp:
+        events = list(bp.events("j"))
+    assert seen_ids == [None, "2.1"]
+    assert [e.id for e in events] == ["1.1", "2.1", "3.1", "3.3"]
+    assert events[-1].is_final
+
+
+def test_parse_sse_follows_the_spec():
+    lines = ["retry: 50", ": comment", "event: status", "id: 1.0", "data: {\"a\":", "data: 1}", "",
+             "data:plain", "", "id: x\0y", "data: 2", ""]
+    out = list(parse_sse(lines))
+    assert out[0] == "retry:50" and out[1] == "comment"
+    assert out[2] == Event("status", "1.0", {"a": 1})
+    assert out[3] == Event("message", "1.0", "plain")
+    assert out[4] == Event("message", "1.0", 2)  # an id with NUL is ignored; the last id stays
