@@ -465,6 +465,12 @@ def start_production(tmp: Path) -> tuple[list[subprocess.Popen], str, str, calla
             stop(p)
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        import redis
+
+        r = redis.Redis.from_url(REDIS_URL)
+        for k in list(r.scan_iter(match=f"*bench-{tag}*")):  # the queue and kombu's bindings
+            r.delete(k)
+        r.close()
 
     return [api, worker], url, key, cleanup
 

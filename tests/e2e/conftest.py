@@ -250,7 +250,12 @@ def production_service(tmp_path_factory):
         print(tail([api_log, worker_log]))
         try:
             r = redis.Redis.from_url(REDIS_URL)
-            r.delete(queue)
+            for k in list(r.scan_iter(match=f"*{queue}*")):  # the queue and kombu's bindings
+                r.delete(k)
+            for tag_, raw in r.hgetall("unacked").items():  # messages of killed workers
+                if queue.encode() in raw:
+                    r.hdel("unacked", tag_)
+                    r.zrem("unacked_index", tag_)
             r.close()
         except Exception:
             pass
