@@ -139,13 +139,21 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if should_migrate:
-            from starlette.concurrency import run_in_threadpool
+        from starlette.concurrency import run_in_threadpool
 
+        if should_migrate:
             from service.migrate import upgrade_to_head
 
             await run_in_threadpool(upgrade_to_head, db_url)
+        stop_reconciler = None
+        if settings.api_reconciler and enqueue is None:
+            # With an injected enqueue (tests) the broker is not real: nothing to reconcile against.
+            from service.reconciler import start_reconciler_thread
+
+            stop_reconciler = start_reconciler_thread(settings, app.state.session_factory)
         yield
+        if stop_reconciler is not None:
+            await run_in_threadpool(stop_reconciler)
         await app.state.event_hub.close()
         app.state.model_cache.clear()
         app.state.db_engine.dispose()

@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     heartbeat_timeout_s: float = 30.0
     heartbeat_interval_s: float = 2.0
     reconcile_interval_s: float = 5.0
+    # The API process runs the reconciler too, so jobs are recovered even while no worker is up.
+    api_reconciler: bool = True
     # A queued job whose broker message is older than this and no longer in the queue is re-sent.
     queued_resend_s: float = 30.0
     max_attempts: int = 3

@@ -30,7 +30,6 @@ from schemathesis.checks import (  # noqa: E402
 
 from tests.api.helpers import make_dataset, make_job, make_model, run_job_in_process  # noqa: E402
 
-STATUSES: dict[str, set[int]] = {}
 EXAMPLES = int(os.environ.get("BACKPROP_FUZZ_EXAMPLES", "15"))
 CHECKS = [
     not_a_server_error,
@@ -45,8 +44,10 @@ CHECKS = [
 XOR = "a,b,y\n" + "\n".join(f"{i % 2},{(i // 2) % 2},{(i % 2) ^ ((i // 2) % 2)}" for i in range(20)) + "\n"
 
 
-
-def _fuzz(op, label: str, counts: dict[str, int], real: dict[str, str], auth: dict[str, str]):
+def _fuzz(op, label: str, counts: dict[str, int], statuses: dict[str, set[int]], real: dict[str, str],
+          auth: dict[str, str]):
+    """A Hypothesis test of one operation: positive and negative cases, half of those with a path id aimed at
+    a real resource of the owner."""
     @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
               suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
     @given(case=st.one_of(op.as_strategy(GenerationMode.POSITIVE), op.as_strategy(GenerationMode.NEGATIVE)))
@@ -57,7 +58,7 @@ def _fuzz(op, label: str, counts: dict[str, int], real: dict[str, str], auth: di
                 if name in real:
                     case.path_parameters[name] = real[name]
         r = case.call_and_validate(headers=auth, checks=CHECKS)
-        STATUSES.setdefault(label, set()).add(r.status_code)
+        statuses.setdefault(label, set()).add(r.status_code)
 
     return run
 
@@ -72,6 +73,7 @@ def test_every_operation_survives_fuzzing(app, client, auth, session_factory):
 
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     counts: dict[str, int] = {}
+    statuses: dict[str, set[int]] = {}
     failures: list[str] = []
     operations = [result.ok() for result in schema.get_all_operations()]
     # Deletes last, so that the real resources live through the other operations.
@@ -79,14 +81,14 @@ def test_every_operation_survives_fuzzing(app, client, auth, session_factory):
     for op in operations:
         label = f"{op.method.upper()} {op.path}"
         counts[label] = 0
-
         try:
-            _fuzz(op, label, counts, real, auth)()
+            _fuzz(op, label, counts, statuses, real, auth)()
         except Exception as exc:  # collect every operation's failure, then fail once
             failures.append(f"{label}: {exc}")
     total = sum(counts.values())
-    print(f"\nschemathesis: {len(counts)} operations, {total} cases: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
-    print(STATUSES)
+    print(f"\nschemathesis: {len(counts)} operations, {total} cases, {EXAMPLES} max examples per operation")
+    for label, n in counts.items():
+        print(f"  {label}: {n} cases, statuses {sorted(statuses.get(label, ()))}")
     assert not failures, "\n\n".join(failures)
     assert len(counts) >= 14
     assert all(n >= 1 for n in counts.values())
