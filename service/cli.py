@@ -337,7 +337,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         _out(f"  {key}")
     else:
         _out(f"API key: {data_dir / 'api-key'} (or create one: backprop keys create --name NAME)")
-    _out(f"Try: curl -H 'Authorization: Bearer $(cat {data_dir / 'api-key'})' {url}/v1/models")
+    _out(f'Try: curl -H "Authorization: Bearer $(cat {data_dir / "api-key"})" {url}/v1/models')
     return sup.run()
 
 

@@ -175,11 +175,33 @@ async def _request_validation(_request: Request, exc: Exception) -> JSONResponse
     return problem_response(422, "Unprocessable content", detail, slug="validation", errors=errors)
 
 
-async def _http_exception(_request: Request, exc: Exception) -> JSONResponse:
+def _allowed_methods(request: Request) -> set[str]:
+    """Every method the OpenAPI document lists at this path (the router answers 405 from the first route whose
+    path matched, so its own Allow names one method where there may be several)."""
+    import re
+
+    app = request.app
+    table = getattr(app.state, "allowed_methods_table", None)
+    if table is None:
+        table = []
+        for template, ops in (app.openapi().get("paths") or {}).items():
+            pattern = re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)) + "$")
+            table.append((pattern, {m.upper() for m in ops}))
+        app.state.allowed_methods_table = table
+    path = request.url.path
+    return set().union(*(methods for pattern, methods in table if pattern.match(path)))
+
+
+async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     title = _STATUS_TITLES.get(exc.status_code, "Error")
     detail = exc.detail if isinstance(exc.detail, str) else title
-    return problem_response(exc.status_code, title, detail, headers=getattr(exc, "headers", None))
+    headers = dict(getattr(exc, "headers", None) or {})
+    if exc.status_code == 405:
+        methods = _allowed_methods(request)
+        if methods:
+            headers["Allow"] = ", ".join(sorted(methods))
+    return problem_response(exc.status_code, title, detail, headers=headers or None)
 
 
 async def _data_error(request: Request, exc: Exception) -> JSONResponse:
