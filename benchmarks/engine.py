@@ -45,7 +45,7 @@ import numpy as np  # noqa: E402
 import engine  # noqa: E402
 from engine import optimizers  # noqa: E402
 
-THREADS = 2
+THREADS = 2      # PyTorch's threads and numpy's BLAS threads (--threads)
 
 NETS = {
     # name: (input features, hidden units, outputs, activation, batch size, loss, with BN + dropout)
@@ -105,6 +105,15 @@ def torch_setup():
     import torch
     torch.set_num_threads(THREADS)
     return torch
+
+
+def limit_blas_threads(n: int):
+    """Set numpy's (and scikit-learn's) BLAS threads; returns the threadpoolctl limiter (keep it alive)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return None
+    return threadpool_limits(limits=n, user_api="blas")
 
 
 def torch_model(torch, net: str):
@@ -274,10 +283,13 @@ def blas_report() -> list[str]:
 
 # ------------------------------------------------------------------------------------------------ main
 def main(argv=None) -> None:
+    global THREADS
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer samples and rounds (about a minute)")
     parser.add_argument("--nets", default="abcd", help="which reference networks, e.g. 'ab'")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved measurements per framework")
+    parser.add_argument("--threads", type=int, default=THREADS,
+                        help=f"PyTorch threads and numpy BLAS threads (default {THREADS})")
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--no-sklearn", action="store_true")
     parser.add_argument("--no-rss", action="store_true")
@@ -294,13 +306,16 @@ def main(argv=None) -> None:
     samples = {"a": 16384, "b": 4096, "c": 16384, "d": 16384} if quick else \
         {"a": 32768, "b": 8192, "c": 32768, "d": 32768}
 
+    THREADS = args.threads
     rss = None if args.no_rss else peak_rss(rows_for_rss(quick))   # first, while this process is small
     torch = None if args.no_torch else torch_setup()
+    limiter = limit_blas_threads(THREADS) if THREADS != os.cpu_count() else None  # noqa: F841 (kept alive)
     print(f"backprop engine benchmark ({'quick' if quick else 'full'}): float32, Adam, synthetic data, "
-          f"{os.cpu_count()} CPUs, best of {rounds} interleaved round(s)")
+          f"{os.cpu_count()} CPUs, {THREADS} thread(s), best of {rounds} interleaved round(s), load average "
+          f"{os.getloadavg()[0]:.2f} at start")
     stripped = os.environ.get("_BACKPROP_BENCH_STRIPPED")
     print(f"environment: {'removed ' + stripped if stripped else 'unchanged'}; numpy {np.__version__}"
-          + (f", torch {torch.__version__} ({THREADS} threads)" if torch else ""))
+          + (f", torch {torch.__version__}" if torch else ""))
 
     peak = matmul_peak()
     results = {}
@@ -326,10 +341,11 @@ def main(argv=None) -> None:
     for net, best in results.items():
         e, t, s = best["engine"], best["torch"], best["sklearn"]
         t_cols = f"{t:10,.0f} {e / t:6.2f}x" if t else f"{'-':>10s} {'-':>7s}"
-        s_cols = f"{s:10,.0f} {e / s:6.2f}x" if s else f"{'n/a':>10s} {'-':>7s}"
+        s_cols = f"{s:10,.0f} {e / s:6.2f}x" if s else f"{'n/a' if s is None else '-':>10s} {'-':>7s}"
         print(f"({net}) {DESCRIPTIONS[net]:32s} {e:10,.0f} {t_cols} {s_cols}")
     if torch is not None:
-        print(f"torch: {torch_label}, {THREADS} threads; targets: engine >= 1.5x torch on each net")
+        print(f"torch: {torch_label}, {THREADS} thread(s); targets: engine >= 1.5x torch on each net; load average "
+              f"{os.getloadavg()[0]:.2f} at the end (other processes distort multi-threaded BLAS most)")
 
     print()
     print(f"float32 matmul peak (np.matmul 2048^2): {peak / 1e9:7.1f} GFLOP/s")
