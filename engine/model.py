@@ -9,6 +9,7 @@ moving statistics are non-trainable buffers kept apart.
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 
@@ -20,6 +21,175 @@ from .layers import CLASSES
 from .spec import normalize_spec
 
 EVAL_CHUNK = 4096
+
+# Inference plan (see Model._build_plan): op kinds and activation codes of the single-row path.
+_DENSE, _DENSE_AUG, _AFFINE, _ACT = 0, 1, 2, 3
+_IDENTITY, _RELU, _SOFTMAX, _OTHER = 0, 1, 2, 3
+_dot, _add, _multiply, _subtract, _divide, _exp, _maximum, _copyto = (
+    np.dot, np.add, np.multiply, np.subtract, np.divide, np.exp, np.maximum, np.copyto)
+_max_of, _sum_of = np.maximum.reduce, np.add.reduce
+#: Single-row softmax skips the max subtraction when the largest logit lies here: no exponential can
+#: overflow, the largest one is >= e^-20 and the sum is formed in float64, so the result equals the
+#: shifted form to float rounding.
+_SOFTMAX_DIRECT = (-20.0, 80.0)
+
+
+def _act_code(act) -> int:
+    if act is None or act.name == "linear":
+        return _IDENTITY
+    return {"relu": _RELU, "softmax": _SOFTMAX}.get(act.name, _OTHER)
+
+
+def _run_row(ops: tuple, x: np.ndarray) -> np.ndarray:
+    """One row, shaped (1, n), through compiled ops -> a new (1, outputs) array; ``x`` is never written.
+
+    Each op is ``(kind, a, b, out, nxt, zeros, code, act)``: it reads the 1-D ``h`` and writes ``out`` (a
+    preallocated 1-D buffer, or None for the last op, which allocates the result), applies its activation in
+    place, and hands ``nxt`` on: ``out`` itself, or the buffer ``out`` is a view of, one element longer and
+    ending in 1.0, when the next op is a dense layer whose bias is the last column of its kernel
+    (``_DENSE_AUG``). Kernels are stored transposed, (units, inputs), so each product is one gemv."""
+    h = x[0]
+    for kind, a, b, out, nxt, zeros, code, act in ops:
+        if kind == _DENSE_AUG:
+            out = _dot(a, h) if out is None else _dot(a, h, out)
+        elif kind == _DENSE:
+            out = _dot(a, h) if out is None else _dot(a, h, out)
+            _add(out, b, out)
+        elif kind == _AFFINE:
+            out = _multiply(h, a) if out is None else _multiply(h, a, out)
+            _add(out, b, out)
+        elif out is None:
+            out = h.copy()
+        else:
+            _copyto(out, h)
+        if code == _RELU:
+            _maximum(out, zeros, out=out)
+        elif code == _SOFTMAX:
+            m = max(out.tolist())
+            if _SOFTMAX_DIRECT[0] <= m <= _SOFTMAX_DIRECT[1]:
+                _exp(out, out)
+            else:
+                _subtract(out, _max_of(out, None), out)
+                _exp(out, out)
+            _divide(out, sum(out.tolist()), out)
+        elif code == _OTHER:
+            act.forward(out, out)
+        h = out if nxt is None else nxt
+    return h[None]
+
+
+class _Plan:
+    """Compiled inference on flat rows of ``n_in`` values.
+
+    ``steps``: ("dense", WT, b, act) with WT (units, inputs) C-contiguous | ("affine", scale, shift) |
+    ("act", act). A dense step after the first op keeps its bias as WT's extra last column (WT is then
+    (units, inputs + 1)) so that the single-row path needs no bias addition. Batches use the same arrays
+    (``WT[:, :inputs].T``, no copy). Single-row buffer sets live in a pool (list pop/append are atomic, so
+    concurrent callers never share one); batch buffers are cached per row count and used under ``lock``."""
+
+    __slots__ = ("steps", "n_in", "dtype", "row_shape", "pool", "lock", "_bufs", "_batch_steps")
+
+    def __init__(self, steps: list, n_in: int, dtype: np.dtype):
+        self.dtype = dt = np.dtype(dtype)
+        self.n_in = n_in
+        self.row_shape = (1, n_in)
+        compiled = []
+        batch = []
+        for i, step in enumerate(steps):
+            if step[0] == "dense":
+                W, b, act = step[1], step[2].astype(dt), step[3]
+                if i == 0:
+                    WT = np.ascontiguousarray(W.T, dtype=dt)
+                    compiled.append((_DENSE, WT, b, act))
+                    batch.append(("dense", WT.T, b, act))
+                else:
+                    WT = np.empty((W.shape[1], W.shape[0] + 1), dtype=dt)
+                    WT[:, :-1] = W.T
+                    WT[:, -1] = b
+                    compiled.append((_DENSE_AUG, WT, b, act))
+                    batch.append(("dense", WT[:, :-1].T, b, act))
+            elif step[0] == "affine":
+                compiled.append((_AFFINE, step[1], step[2], None))
+                batch.append(step)
+            else:
+                compiled.append((_ACT, None, None, step[1]))
+                batch.append(step)
+        if not compiled:      # identity layers only: still a new array
+            compiled.append((_ACT, None, None, None))
+        self.steps = tuple(compiled)
+        self._batch_steps = tuple(batch)
+        self.lock = threading.Lock()
+        self._bufs: dict[int, list] = {}
+        self.pool = [self.row_ops()]
+
+    def row_ops(self) -> tuple:
+        """A fresh set of single-row ops with their own buffers."""
+        ops = []
+        width = self.n_in
+        last = len(self.steps) - 1
+        for i, (kind, a, b, act) in enumerate(self.steps):
+            if kind in (_DENSE, _DENSE_AUG):
+                width = a.shape[0]
+            code = _act_code(act)
+            zeros = np.zeros(width, self.dtype) if code == _RELU else None
+            if i == last:
+                ops.append((kind, a, b, None, None, zeros, code, act))
+                continue
+            full = np.ones(width + 1, self.dtype)
+            nxt = full if self.steps[i + 1][0] == _DENSE_AUG else None
+            ops.append((kind, a, b, full[:width], nxt, zeros, code, act))
+        return tuple(ops)
+
+    def row(self, x: np.ndarray) -> np.ndarray:
+        """(1, n_in) -> a new (1, outputs) array."""
+        pool = self.pool
+        try:
+            ops = pool.pop()
+        except IndexError:           # every buffer set is in use by another thread
+            ops = self.row_ops()
+        try:
+            return _run_row(ops, x)
+        finally:
+            if len(pool) < 4:
+                pool.append(ops)
+
+    def batch(self, h: np.ndarray) -> np.ndarray:
+        """(n, n_in) rows -> a new (n, outputs) array; ``h`` is never written."""
+        n = h.shape[0]
+        if self.lock.acquire(False):
+            try:
+                bufs = self._bufs.get(n)
+                if bufs is None:
+                    if len(self._bufs) > 8:
+                        self._bufs.clear()
+                    bufs = self._bufs[n] = self._new_buffers(n)
+                return self._run_batch(h, bufs)
+            finally:
+                self.lock.release()
+        return self._run_batch(h, self._new_buffers(n))     # another thread holds the cached buffers
+
+    def _new_buffers(self, n: int) -> list:
+        return [np.empty((n, s[1].shape[1]), dtype=self.dtype) if s[0] == "dense" else None
+                for s in self._batch_steps]
+
+    def _run_batch(self, h: np.ndarray, bufs: list) -> np.ndarray:
+        owned = False      # may h be overwritten? never the caller's array
+        for step, buf in zip(self._batch_steps, bufs):
+            kind = step[0]
+            if kind == "dense":
+                np.matmul(h, step[1], out=buf)
+                buf += step[2]
+                act = step[3]
+                if act.name != "linear":
+                    act.forward(buf, buf)
+                h = buf
+            elif kind == "affine":
+                h = h * step[1]
+                h += step[2]
+            else:
+                h = step[1].forward(h, h) if owned else step[1](h)
+            owned = True
+        return np.array(h, dtype=self.dtype, copy=True)
 
 
 def _rng(*words: int) -> np.random.Generator:
@@ -225,7 +395,7 @@ class Model:
         return float(value), grads
 
     # -- inference ---------------------------------------------------------------------------------
-    def _build_plan(self):
+    def _build_plan(self) -> _Plan:
         """The float inference path: standardization and batch normalizations folded into the
         neighbouring dense layers (exact affine algebra, done in float64), dropout and noise removed."""
         dt = self.dtype
@@ -264,50 +434,32 @@ class Model:
                 steps.append(("act", layer.activation))
             # dropout, gaussian_noise, flatten: the identity on flat rows at inference
         flush()
-        self._plan = (steps, n_in, {})
+        self._plan = _Plan(steps, n_in, dt)
         return self._plan
 
     def predict(self, X, batch_size: int | None = None) -> np.ndarray:
-        """Output activations for raw rows (standardization applied), inference mode."""
+        """Output activations for raw rows (standardization applied), inference mode.
+
+        One contiguous-enough row already in the model's dtype and shaped (1, n_inputs) takes a
+        dedicated path: no conversion or shape checks, preallocated buffers, in-place activations.
+        The result is always a new array that the caller owns."""
         plan = self._plan or self._build_plan()
-        steps, n_in, cache = plan
+        if type(X) is np.ndarray and X.shape == plan.row_shape and X.dtype is plan.dtype:
+            return plan.row(X)
         X = np.asarray(X)
         if X.dtype != self.dtype:
             X = X.astype(self.dtype)
+        n_in = plan.n_in
         if X.ndim == 2 and X.shape[1] == n_in:
             h = X
         else:
             h = self._as_input(X).reshape(-1, n_in)
         n = h.shape[0]
+        if n == 1:
+            return plan.row(h)
         if batch_size is not None and n > batch_size:
             return np.concatenate([self.predict(h[i:i + batch_size]) for i in range(0, n, batch_size)])
-        bufs = cache.get(n)
-        if bufs is None:
-            if len(cache) > 8:
-                cache.clear()
-            bufs = cache[n] = [np.empty((n, s[1].shape[1] if s[0] == "dense" else 0), dtype=self.dtype)
-                               for s in steps]
-        owned = False      # may h be overwritten? never the caller's array
-        for step, buf in zip(steps, bufs):
-            kind = step[0]
-            if kind == "dense":
-                np.matmul(h, step[1], out=buf)
-                buf += step[2]
-                act = step[3]
-                if n == 1 and act.name == "softmax":     # one row: scalar reductions are cheaper
-                    buf -= buf.max()
-                    np.exp(buf, out=buf)
-                    buf *= 1.0 / buf.sum()
-                elif act.name != "linear":
-                    act.forward(buf, buf)
-                h = buf
-            elif kind == "affine":
-                h = h * step[1]
-                h += step[2]
-            else:
-                h = step[1].forward(h, h) if owned else step[1](h)
-            owned = True
-        return np.array(h, dtype=self.dtype, copy=True)
+        return plan.batch(h)
 
     def _infer(self, X: np.ndarray) -> np.ndarray:
         """Exact layer-by-layer inference on already standardized input, chunked."""

@@ -138,8 +138,9 @@ def normalize_spec(spec: dict) -> dict:
         if not isinstance(layer, dict):
             raise SpecError(i, "type", "each layer must be an object")
         kind = layer.get("type")
-        if kind not in LAYER_FIELDS:
-            raise SpecError(i, "type", f"unknown layer type {kind!r}; expected one of {', '.join(LAYER_FIELDS)}")
+        if not isinstance(kind, str) or kind not in LAYER_FIELDS:
+            raise SpecError(i, "type", f"unknown layer type {str(kind)[:40]!r}; expected one of "
+                            f"{', '.join(LAYER_FIELDS)}")
         for key in layer:
             if key not in LAYER_FIELDS[kind]:
                 raise SpecError(i, key, f"unknown field of a {kind} layer")
@@ -271,10 +272,17 @@ def _keras_regularizer(value, index: int, field: str):
     raise SpecError(index, field, f"unsupported regularizer {cls!r}")
 
 
-def _batch_shape(cfg: dict):
+def _shape_tail(value, field: str, index: int | None):
+    """``[batch, *shape]`` -> ``shape``; a SpecError for anything but a non-empty list."""
+    if not isinstance(value, list) or not value:
+        raise SpecError(index, field, "must be a list [batch, *shape]")
+    return value[1:]
+
+
+def _batch_shape(cfg: dict, index: int | None = None):
     for key in ("batch_shape", "batch_input_shape"):
         if cfg.get(key):
-            return list(cfg[key])[1:]
+            return _shape_tail(cfg[key], key, index)
     return None
 
 
@@ -288,6 +296,8 @@ def keras_to_spec(keras) -> dict:
     if not isinstance(keras, dict) or keras.get("class_name") != "Sequential":
         raise SpecError(None, "keras", "must be the JSON of a Keras Sequential model (class_name \"Sequential\")")
     config = keras.get("config") or {}
+    if not isinstance(config, dict):
+        raise SpecError(None, "keras.config", "must be an object")
     klayers = config.get("layers")
     if not isinstance(klayers, list):
         raise SpecError(None, "keras.config.layers", "must be a list")
@@ -299,14 +309,19 @@ def keras_to_spec(keras) -> dict:
             raise SpecError(index, "class_name", "each Keras layer must be an object")
         cls = obj.get("class_name")
         cfg = obj.get("config") or {}
+        if not isinstance(cfg, dict):
+            raise SpecError(index, "config", "each Keras layer's config must be an object")
         dtype = cfg.get("dtype")
         if dtype is not None and not isinstance(dtype, (str, dict)):
             raise SpecError(index, "dtype", f"unsupported dtype {dtype!r}")
         if cls == "InputLayer":
-            input_shape = _batch_shape(cfg) or input_shape
+            input_shape = _batch_shape(cfg, index) or input_shape
             continue
         if input_shape is None:
-            input_shape = _batch_shape(cfg) or (obj.get("build_config") or {}).get("input_shape", [None])[1:] or None
+            build = obj.get("build_config") or {}
+            built = build.get("input_shape") if isinstance(build, dict) else None
+            input_shape = _batch_shape(cfg, index) or (
+                _shape_tail(built, "build_config.input_shape", index) if built is not None else None) or None
         layer: dict = {"name": cfg["name"]} if isinstance(cfg.get("name"), str) else {}
         if cls == "Dense":
             for key in ("bias_regularizer", "activity_regularizer", "kernel_constraint", "bias_constraint"):
@@ -361,7 +376,7 @@ def keras_to_spec(keras) -> dict:
         layers.append(layer)
         index += 1
     if input_shape is None and config.get("build_input_shape"):
-        input_shape = list(config["build_input_shape"])[1:]
+        input_shape = _shape_tail(config["build_input_shape"], "build_input_shape", None)
     if input_shape is None:
         raise SpecError(None, "input_shape", "the Keras model has no input shape (no InputLayer, "
                                              "batch_shape or build_input_shape)")

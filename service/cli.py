@@ -27,6 +27,9 @@ log = logging.getLogger("backprop")
 #: Seconds ``backprop up`` waits on Ctrl-C for a running job before it stops the worker hard. A job
 #: cut short is not lost: the next start re-queues it and it resumes from its last checkpoint.
 SHUTDOWN_GRACE_S = 10.0
+#: A child that dies sooner than this after its start is crash-looping: its restarts back off
+#: (1 s doubling to 30 s). One that ran longer was killed or crashed: it restarts after 1 s.
+MIN_UPTIME_S = 5.0
 
 
 def _settings():
@@ -194,7 +197,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 class Supervisor:
-    """Runs uvicorn and one Celery worker process as children; restarts the worker when it dies;
+    """Runs uvicorn and one Celery worker process as children; restarts either when it dies (an API
+    process that exits right at its first start is a configuration error: then everything stops);
     stops both on SIGINT/SIGTERM (the API first, then the worker, warm then hard)."""
 
     def __init__(self, api_argv: list[str], worker_argv: list[str], env: dict[str, str],
@@ -207,6 +211,7 @@ class Supervisor:
         self.api: subprocess.Popen | None = None
         self.worker: subprocess.Popen | None = None
         self.worker_restarts = 0
+        self.api_restarts = 0
         self.pid_dir = pid_dir
 
     def _write_pid(self, name: str, proc: subprocess.Popen) -> None:
@@ -232,28 +237,43 @@ class Supervisor:
         self.worker = self._spawn(self.worker_argv)
         self._write_pid("api", self.api)
         self._write_pid("worker", self.worker)
-        backoff = 1.0
-        worker_started = time.monotonic()
+        backoff = {"api": 1.0, "worker": 1.0}
+        started = {"api": time.monotonic(), "worker": time.monotonic()}
         rc = 0
         while not self.stopping.wait(0.2):
             if self.api.poll() is not None:
-                _out(f"API process exited with code {self.api.returncode}; stopping")
-                rc = self.api.returncode or 1
-                break
-            if self.worker.poll() is not None:
-                if time.monotonic() - worker_started > 60:
-                    backoff = 1.0
-                _out(f"worker exited with code {self.worker.returncode}; "
-                     f"restarting in {backoff:.0f}s")
-                if self.stopping.wait(backoff):
+                if time.monotonic() - started["api"] < MIN_UPTIME_S and self.api_restarts == 0:
+                    # It never got going (port taken, bad configuration): restarting won't help.
+                    _out(f"API process exited with code {self.api.returncode}; stopping")
+                    rc = self.api.returncode or 1
                     break
-                backoff = min(backoff * 2, 30.0)
-                self.worker = self._spawn(self.worker_argv)
-                self._write_pid("worker", self.worker)
+                if not self._restart("api", backoff, started):
+                    break
+                self.api_restarts += 1
+            if self.worker.poll() is not None:
+                if not self._restart("worker", backoff, started):
+                    break
                 self.worker_restarts += 1
-                worker_started = time.monotonic()
         self.shutdown()
         return rc
+
+    def _restart(self, name: str, backoff: dict[str, float], started: dict[str, float]) -> bool:
+        """Start the dead child ``name`` again after its backoff (1 s, doubling to 30 s while it
+        keeps dying within MIN_UPTIME_S of its start). False when asked to stop meanwhile."""
+        proc: subprocess.Popen = getattr(self, name)
+        if time.monotonic() - started[name] >= MIN_UPTIME_S:
+            backoff[name] = 1.0  # it had been running: a kill or a crash, not a crash loop
+        label = "API process" if name == "api" else "worker"
+        _out(f"{label} exited with code {proc.returncode}; restarting in {backoff[name]:.0f}s")
+        self._signal_group(proc, signal.SIGKILL)  # its stragglers (pool children)
+        if self.stopping.wait(backoff[name]):
+            return False
+        backoff[name] = min(backoff[name] * 2, 30.0)
+        proc = self._spawn(self.api_argv if name == "api" else self.worker_argv)
+        setattr(self, name, proc)
+        self._write_pid(name, proc)
+        started[name] = time.monotonic()
+        return True
 
     def shutdown(self) -> None:
         _out("stopping")

@@ -217,6 +217,35 @@ async def _data_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+#: Seconds a client is told to wait when the database does not answer.
+DATABASE_RETRY_AFTER_S = 2
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """The database could not be reached or the connection broke (server stopped or restarting,
+    network, pool exhausted, SQLite locked past its busy timeout): a transient condition, not a bug."""
+    from sqlalchemy import exc as sa_exc
+
+    if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError,
+                        sa_exc.TimeoutError)):
+        return True
+    return isinstance(exc, sa_exc.DBAPIError) and bool(exc.connection_invalidated)
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    """503 problem+json with Retry-After when the database is unreachable (e.g. PostgreSQL restarting);
+    any other database error is a 500. Neither the statement nor its parameters are logged or returned."""
+    if not is_database_unavailable(exc):
+        return await _unhandled(request, exc)
+    orig = getattr(exc, "orig", None) or exc
+    reason = (str(orig).strip().splitlines() or [type(orig).__name__])[0][:200]
+    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, reason)
+    return problem_response(
+        503, "Service unavailable", "the database is unavailable; retry shortly",
+        slug="database-unavailable", headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+    )
+
+
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem_response(500, "Internal server error", "An unexpected error occurred.", slug="internal")
@@ -226,9 +255,13 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(BackpropError, _backprop_error)
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
-    from sqlalchemy.exc import DataError
+    from sqlalchemy.exc import DataError, DBAPIError, DisconnectionError, TimeoutError as PoolTimeout
 
     app.add_exception_handler(DataError, _data_error)
+    # Connection failures: 503 (DBAPIError also covers OperationalError and InterfaceError; other
+    # DBAPIErrors fall through to the 500 handler).
+    for cls in (DBAPIError, DisconnectionError, PoolTimeout):
+        app.add_exception_handler(cls, _database_error)
     app.add_exception_handler(Exception, _unhandled)
 
 

@@ -21,6 +21,7 @@ import json
 import logging
 import random
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
@@ -62,6 +63,7 @@ def reconcile_once(
     enqueue: Callable[[str], None] | None = None,
     pending: Callable[[], set[str] | None] | None = None,
     startup: bool = False,
+    judge_heartbeats: bool = True,
 ) -> dict[str, int]:
     """One pass. Returns counts: ``requeued``, ``worker_lost``, ``cancelled``, ``resent``,
     ``broker_rows_deleted``.
@@ -84,7 +86,7 @@ def reconcile_once(
     if startup:
         stale_cutoff = now + timedelta(days=1)
     with session_factory() as s:
-        stale = s.execute(
+        stale = [] if not (judge_heartbeats or startup) else s.execute(
             select(Job.id, Job.attempts, Job.max_attempts, Job.cancel_requested).where(
                 Job.status == "running",
                 or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale_cutoff),
@@ -98,32 +100,15 @@ def reconcile_once(
             & (Job.attempts == attempts)
             & or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale_cutoff)
         )
-        if cancel_requested:
-            values: dict[str, Any] = {"status": "cancelled", "finished_at": now, "worker": None}
-            key = "cancelled"
-        elif attempts < (max_attempts or settings.max_attempts):
-            values = {"status": "queued", "worker": None, "enqueued_at": now}
-            key = "requeued"
-        else:
-            values = {
-                "status": "failed",
-                "finished_at": now,
-                "worker": None,
-                "error": {
-                    "code": "worker_lost",
-                    "message": (
-                        f"The worker running this job stopped responding {attempts} time(s); "
-                        f"the job is out of attempts (max {max_attempts})."
-                    ),
-                },
-            }
-            key = "worker_lost"
+        key, values = lost_transition(settings, attempts, max_attempts, cancel_requested, now)
         if _conditional_update(session_factory, is_stale, values):
             counts[key] += 1
             log.warning("job %s: stale heartbeat (attempt %s/%s) -> %s", job_id, attempts,
                         max_attempts, key)
             if key == "requeued":
                 to_send.append(job_id)
+            else:
+                _prune_finished(session_factory, job_id)
 
     # 2. Queued jobs whose message may be lost.
     resend_cutoff = now - timedelta(seconds=_queued_resend_s(settings))
@@ -151,6 +136,7 @@ def reconcile_once(
                 if _conditional_update(session_factory, base,
                                        {"status": "cancelled", "finished_at": now}):
                     counts["cancelled"] += 1
+                    _prune_finished(session_factory, job_id)
                 continue
             if in_broker is not None and job_id in in_broker:
                 continue  # its message is still waiting in the queue
@@ -170,6 +156,86 @@ def reconcile_once(
     except Exception as exc:  # pragma: no cover - best effort
         log.info("broker housekeeping failed: %s", exc)
     return counts
+
+
+def lost_transition(
+    settings: Settings, attempts: int, max_attempts: int | None, cancel_requested: bool,
+    now: datetime,
+) -> tuple[str, dict[str, Any]]:
+    """What a running job whose worker died becomes: ``cancelled`` when a cancel was requested,
+    ``queued`` again while it has attempts left, else ``failed`` with code ``worker_lost``. Returns
+    the count key and the column values."""
+    max_attempts = max_attempts or settings.max_attempts
+    if cancel_requested:
+        return "cancelled", {"status": "cancelled", "finished_at": now, "worker": None}
+    if attempts < max_attempts:
+        return "requeued", {"status": "queued", "worker": None, "enqueued_at": now}
+    return "worker_lost", {
+        "status": "failed",
+        "finished_at": now,
+        "worker": None,
+        "error": {
+            "code": "worker_lost",
+            "message": (
+                f"The worker running this job stopped responding {attempts} time(s); "
+                f"the job is out of attempts (max {max_attempts})."
+            ),
+        },
+    }
+
+
+def recover_lost_child(
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    job_id: str,
+    worker_prefix: str,
+    *,
+    enqueue: Callable[[str], None] | None = None,
+    now: datetime | None = None,
+) -> str | None:
+    """The fast path for a dead pool child: the worker's main process saw the child that ran
+    ``job_id`` die (SIGKILL, OOM) and hands the job on at once instead of leaving it to the
+    heartbeat timeout. Only a job still ``running`` under a claim token starting with
+    ``worker_prefix`` (``host:pid:`` of the dead child) is touched, by the same conditional update
+    as the reconciler's, so a job that moved on meanwhile is left alone. Returns the transition
+    (``requeued``, ``worker_lost``, ``cancelled``) or None."""
+    now = now or utcnow()
+    with session_factory() as s:
+        row = s.execute(
+            select(Job.worker, Job.attempts, Job.max_attempts, Job.cancel_requested).where(
+                Job.id == job_id, Job.status == "running",
+                Job.worker.startswith(worker_prefix, autoescape=True),
+            )
+        ).one_or_none()
+    if row is None:
+        return None
+    key, values = lost_transition(settings, row.attempts, row.max_attempts, row.cancel_requested,
+                                  now)
+    where = ((Job.id == job_id) & (Job.status == "running") & (Job.worker == row.worker)
+             & (Job.attempts == row.attempts))
+    if not _conditional_update(session_factory, where, values):
+        return None
+    log.warning("job %s: its worker process died (attempt %s/%s) -> %s", job_id, row.attempts,
+                row.max_attempts, key)
+    if key != "requeued":
+        _prune_finished(session_factory, job_id)
+    else:
+        try:
+            (enqueue or _default_enqueue(settings))(job_id)
+        except Exception as exc:  # the reconciler re-sends it when its message ages
+            log.warning("job %s: could not send its message: %s", job_id, exc)
+    return key
+
+
+def _prune_finished(sf: sessionmaker[Session], job_id: str) -> None:
+    """A finished job keeps only its best and its last checkpoint."""
+    from service.services.training_results import prune_checkpoints
+
+    try:
+        with sf() as s, s.begin():
+            prune_checkpoints(s, job_id, keep_last=1)
+    except Exception as exc:  # pragma: no cover - best effort; nothing depends on it
+        log.info("job %s: pruning checkpoints failed: %s", job_id, exc)
 
 
 def _conditional_update(sf: sessionmaker[Session], where: Any, values: dict[str, Any]) -> bool:
@@ -273,16 +339,32 @@ def run_reconciler(
     stop: threading.Event,
     session_factory: sessionmaker[Session] | None = None,
 ) -> None:
-    """Reconcile every ``reconcile_interval_s`` (±20% jitter) until ``stop`` is set. Never raises."""
+    """Reconcile every ``reconcile_interval_s`` (±20% jitter) until ``stop`` is set. Never raises.
+
+    Heartbeats are judged stale only once this loop has seen the database answer for
+    ``heartbeat_timeout_s`` without a break (after its start, or after an outage)."""
     from service.db.session import session_factory as make_sf
 
     sf = session_factory or make_sf(settings.resolved_database_url)
+    # Since when this loop has seen the database answer without a break. Heartbeats are judged
+    # only once that is longer ago than heartbeat_timeout_s: while the database was down no worker
+    # could write one, and its outage must not read as dead workers.
+    db_up_since: float | None = None
     while True:
         try:
-            counts = reconcile_once(sf, settings)
+            if db_up_since is None:
+                with sf() as s:
+                    s.execute(select(1))
+                db_up_since = time.monotonic()
+            judge = time.monotonic() - db_up_since >= settings.heartbeat_timeout_s
+            counts = reconcile_once(sf, settings, judge_heartbeats=judge)
             if any(v for k, v in counts.items() if k != "broker_rows_deleted"):
                 log.info("reconciler: %s", counts)
         except Exception as exc:  # the database may be down; try again next round
+            from service.errors import is_database_unavailable
+
+            if is_database_unavailable(exc):
+                db_up_since = None
             log.warning("reconciler pass failed: %s", str(exc).splitlines()[0] if str(exc) else exc)
         interval = settings.reconcile_interval_s * random.uniform(0.8, 1.2)
         if stop.wait(interval):

@@ -10,6 +10,7 @@ Generic on purpose so that other suites (e2e, faults) can use them:
   sent), entered with its lifespan (migrations applied).
 - ``make_key()``: a new owner and its key; ``auth`` / ``other_auth``: ``Authorization`` headers of two owners.
 - ``session_factory``: sessions on the app's database (for service-layer calls in tests).
+- ``embedded_service`` / ``production_service`` / ``svc``: real processes (``tests/procs.py``).
 """
 from __future__ import annotations
 
@@ -22,6 +23,10 @@ from typing import Any
 import pytest
 
 from service.config import Settings
+
+# The real-process services (``embedded_service``, ``production_service``, ``svc``) that the e2e and
+# fault suites share: one of each per test session.
+from procs import embedded_service, production_service, svc  # noqa: E402,F401
 
 PG_ADMIN_URL = os.environ.get("BACKPROP_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 

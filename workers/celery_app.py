@@ -40,6 +40,10 @@ app.conf.update(
     # A killed child is recovered by the reconciler (stale heartbeat -> re-queue with an attempt
     # counted); re-delivering the message as well would only add a duplicate.
     task_reject_on_worker_lost=False,
+    # How long billiard waits for a result from a dead pool child before it reports the child
+    # lost (default 10 s). Results are ignored here, and until then the dead child's slot stays
+    # taken: the fast re-queue (workers.tasks.TrainRequest) would wait for nothing.
+    worker_lost_wait=0.25,
     # Prefetch 1: a worker holds at most the job it runs, so a queued job never waits behind a long
     # job on a busy worker while another worker idles.
     worker_prefetch_multiplier=1,

@@ -225,12 +225,14 @@ class Store:
         finished or deleted job); a queued job with a cancel request is ended ``cancelled``."""
         with self.sf() as s, s.begin():
             if not tr.claim_job(s, job_id, token):
-                s.execute(
+                res = s.execute(
                     update(Job)
                     .where(Job.id == job_id, Job.status == "queued", Job.cancel_requested.is_(True))
                     .values(status="cancelled", finished_at=utcnow())
                     .execution_options(synchronize_session=False)
                 )
+                if res.rowcount == 1:
+                    tr.prune_checkpoints(s, job_id, keep_last=1)
                 return None
             job = s.execute(select(Job).where(Job.id == job_id)).scalar_one()
             model = s.get(Model, job.model_id)
@@ -288,6 +290,7 @@ class Store:
                 if not tr.save_checkpoint(s, c.job_id, epoch, row_metrics(row), data,
                                           keep_last=KEEP_LAST_CHECKPOINTS, worker=c.token):
                     return False
+                _test_pause_in_checkpoint(c.job_id, epoch)
             elif not rows:
                 return tr.heartbeat(s, c.job_id, worker=c.token) or self._owned(s, c)
             return True
@@ -332,6 +335,34 @@ class Store:
                 return tr.cancel_running(s, c.job_id, worker=c.token)
             err = error or {"code": "training_error", "message": ""}
             return tr.fail_job(s, c.job_id, err["code"], err["message"], worker=c.token)
+
+
+#: Fault-test hook, off unless this environment variable names a directory (never set it in
+#: production). While that directory holds ``pause-in-checkpoint.json`` (``{"job_id", "epoch",
+#: "seconds"}``), the worker writing that job's checkpoint of that epoch or a later one writes
+#: ``paused-in-checkpoint`` there (the epoch) and sleeps INSIDE the checkpoint's transaction, so that
+#: a test can kill it mid-write and check that the previous checkpoint stays the valid one.
+TEST_HOOKS_DIR_ENV = "BACKPROP_TEST_HOOKS_DIR"
+
+
+def _test_pause_in_checkpoint(job_id: str, epoch: int) -> None:
+    hooks = os.environ.get(TEST_HOOKS_DIR_ENV)
+    if not hooks:
+        return
+    import json
+    from pathlib import Path
+
+    try:
+        want = json.loads((Path(hooks) / "pause-in-checkpoint.json").read_text())
+    except (OSError, ValueError):
+        return
+    if want.get("job_id") != job_id or epoch < int(want.get("epoch", 0)):
+        return
+    marker = Path(hooks) / "paused-in-checkpoint"
+    tmp = marker.with_suffix(".tmp")
+    tmp.write_text(str(epoch))
+    tmp.replace(marker)
+    time.sleep(float(want.get("seconds", 10)))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -40,13 +40,16 @@ def _check_concurrency(session: Session, settings: Settings, owner_id: str) -> N
     """429 when the owner already has ``max_concurrent_jobs_per_owner`` jobs queued or running.
 
     A quota that frees itself as jobs finish, not a fault of the request: hence 429 with Retry-After (retrying
-    the same request later succeeds), not 422. The owner's row is locked (PostgreSQL) so that concurrent
-    submissions by one owner are counted one after the other.
+    the same request later succeeds), not 422. Concurrent submissions by one owner are counted one after the
+    other: a no-op UPDATE of the owner's row first takes its row lock (PostgreSQL) or the database's write lock
+    (SQLite, where a SELECT ... FOR UPDATE would lock nothing), held until the job row is committed.
     """
     limit = settings.max_concurrent_jobs_per_owner
     if limit <= 0:
         return
-    session.execute(select(Owner.id).where(Owner.id == owner_id).with_for_update())
+    session.execute(
+        update(Owner).where(Owner.id == owner_id).values(name=Owner.name).execution_options(synchronize_session=False)
+    )
     active = session.scalar(
         select(func.count()).select_from(Job).where(Job.owner_id == owner_id, Job.status.in_(ACTIVE))
     ) or 0
@@ -189,6 +192,10 @@ def cancel(session: Session, owner_id: str, job_id: str) -> Job:
             .values(cancel_requested=True)
             .execution_options(synchronize_session=False)
         )
+    else:  # a queued job re-queued after a lost worker may hold checkpoints: keep the best and the last
+        from service.services.training_results import prune_checkpoints
+
+        prune_checkpoints(session, job_id, keep_last=1)
     session.flush()
     session.refresh(job)
     if job.status in ("succeeded", "failed"):

@@ -1,6 +1,7 @@
 """Predictions: check the rows, run the cached model of the requested version, map outputs to labels."""
 from __future__ import annotations
 
+import logging
 import math
 import sys
 from typing import Any
@@ -11,12 +12,19 @@ from sqlalchemy.orm import Session
 
 from service.config import Settings
 from service.db.models import ModelVersion
-from service.errors import Invalid, PayloadTooLarge
+from service.errors import BackpropError, Invalid, PayloadTooLarge
 from service.serving import ModelCache, forward, map_outputs
 from service.services import engine_port
 from service.services import models as models_service
 
 LOC = ["body", "inputs"]
+log = logging.getLogger("backprop.predictions")
+
+
+class StoredDataError(BackpropError):
+    """A stored blob that cannot be read (corrupt, or not the archive it should be): the server's fault."""
+
+    status, title, slug = 500, "Internal server error", "stored-data-invalid"
 
 
 def _is_number(v: Any) -> bool:
@@ -101,7 +109,14 @@ def predict(
 
     def load() -> tuple[Any, int]:
         data = session.scalar(select(ModelVersion.data).where(ModelVersion.id == row.id))
-        return engine_port.from_bytes(data), len(data)
+        try:
+            # allow_pickle=False inside: an archive with object arrays is refused, never unpickled
+            return engine_port.from_bytes(data), len(data)
+        except ValueError as exc:
+            log.error("model %s version %s: the stored archive cannot be loaded: %s", model.id, row.version, exc)
+            raise StoredDataError(
+                f"model {model.id} version {row.version} cannot be loaded: its stored archive is invalid"
+            ) from None
 
     net = cache.get(key, load)
     out = forward(net, X.reshape((X.shape[0], *shape)))

@@ -15,6 +15,8 @@ reconciler then changes nothing), and they return False.
   N+1 and ``succeeded`` together; idempotent per job (returns the existing version).
 - ``fail_job(session, job_id, code, message, worker=None) -> bool``.
 - ``cancel_running(session, job_id, worker=None) -> bool``.
+
+Retention: a finished job (succeeded, failed or cancelled) keeps only its best and its last checkpoint.
 """
 from __future__ import annotations
 
@@ -208,7 +210,10 @@ def fail_job(session: Session, job_id: str, code: str, message: str, worker: str
         .execution_options(synchronize_session=False)
     )
     session.flush()
-    return res.rowcount == 1
+    if res.rowcount != 1:
+        return False
+    prune_checkpoints(session, job_id, keep_last=1)  # finished: the best and the last stay
+    return True
 
 
 def cancel_running(session: Session, job_id: str, worker: str | None = None) -> bool:
@@ -219,4 +224,7 @@ def cancel_running(session: Session, job_id: str, worker: str | None = None) -> 
         .execution_options(synchronize_session=False)
     )
     session.flush()
-    return res.rowcount == 1
+    if res.rowcount != 1:
+        return False
+    prune_checkpoints(session, job_id, keep_last=1)  # finished: the best and the last stay
+    return True

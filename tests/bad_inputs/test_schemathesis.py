@@ -5,10 +5,12 @@ printed and checked). A longer run of the same test::
 
     BACKPROP_FUZZ_EXAMPLES=500 python -m pytest tests/bad_inputs/test_schemathesis.py -q -s
 
-or the schemathesis CLI against a running server (a key from ``backprop keys create --name fuzz``)::
+The second test runs the schemathesis CLI itself (examples, coverage, fuzzing and stateful phases) against the app
+on a real uvicorn, ``BACKPROP_FUZZ_CLI_EXAMPLES`` (default 10) examples per operation. The same by hand, against a
+running server with a key from ``backprop keys create --name fuzz``::
 
     schemathesis run http://127.0.0.1:8000/openapi.json -H "Authorization: Bearer $KEY" \\
-        --max-examples 500 --checks all --exclude-checks positive_data_acceptance
+        --max-examples 500 --exclude-checks positive_data_acceptance,negative_data_rejection
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from schemathesis.checks import (  # noqa: E402
 from tests.api.helpers import make_dataset, make_job, make_model, run_job_in_process  # noqa: E402
 
 EXAMPLES = int(os.environ.get("BACKPROP_FUZZ_EXAMPLES", "15"))
+CLI_EXAMPLES = int(os.environ.get("BACKPROP_FUZZ_CLI_EXAMPLES", "10"))
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -93,3 +96,27 @@ def test_every_operation_survives_fuzzing(app, client, auth, session_factory):
     assert len(counts) >= 14
     assert all(n >= 1 for n in counts.values())
     assert client.get("/healthz").status_code == 200
+
+
+def test_schemathesis_cli_against_uvicorn(live_server, tmp_path):
+    import re
+    import shutil
+    import subprocess
+    import sys
+
+    server = live_server()
+    exe = shutil.which("schemathesis") or shutil.which("st")
+    cmd = [exe] if exe else [sys.executable, "-m", "schemathesis.cli"]
+    report = tmp_path / "report.xml"
+    run = subprocess.run(
+        [*cmd, "run", f"{server['base']}/openapi.json", "-H", f"Authorization: Bearer {server['key']}",
+         "--max-examples", str(CLI_EXAMPLES), "--exclude-checks", "positive_data_acceptance,negative_data_rejection",
+         "--report", "junit", "--report-junit-path", str(report), "--no-color"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "NO_COLOR": "1"},
+    )
+    out = run.stdout + run.stderr
+    summary = re.search(r"(\d+) generated, (.*)", out)
+    print(f"\nschemathesis CLI: {summary.group(0) if summary else '?'}")
+    assert run.returncode == 0, out[-6000:]
+    assert summary and int(summary.group(1)) > 100
+    assert server["key"] not in out  # schemathesis filters the Authorization header from its output too

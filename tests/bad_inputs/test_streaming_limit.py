@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
-import time
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import func, select
@@ -22,33 +19,8 @@ LIMIT = 64 * 1024
 
 
 @pytest.fixture(scope="module")
-def server(make_settings, tmp_path_factory) -> Iterator[dict]:
-    import uvicorn
-
-    from service.app import create_app
-    from service.auth import create_api_key
-
-    db = tmp_path_factory.mktemp("stream") / "backprop.db"
-    app = create_app(make_settings(f"sqlite:///{db}", max_upload_bytes=LIMIT), enqueue=lambda job_id: None)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", timeout_keep_alive=5))
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    with app.state.session_factory() as s, s.begin():
-        key = create_api_key(s, "stream")
-    try:
-        yield {"port": port, "key": key, "app": app}
-    finally:
-        srv.should_exit = True
-        thread.join(10)
-        sock.close()
+def server(live_server) -> dict:
+    return live_server(max_upload_bytes=LIMIT)
 
 
 def _counts(app) -> tuple[int, int]:

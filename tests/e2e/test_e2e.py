@@ -4,104 +4,15 @@ Each test runs against ``svc``: first the embedded service (``backprop up``), th
 one (uvicorn + ``backprop worker`` on PostgreSQL and Redis)."""
 from __future__ import annotations
 
-import io
 import time
-from functools import lru_cache
 
 import numpy as np
 import pytest
 
+from procs import (FIT, NAMES, assert_same_weights, create_model, digits, get_job,
+                   start_job, wait_job, weights)
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
-
-NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-MLP = {"input_shape": [64], "layers": [
-    {"type": "dense", "units": 64, "activation": "relu"},
-    {"type": "dense", "units": 10, "activation": "softmax"},
-]}
-FIT = {"loss": "sparse_categorical_crossentropy",
-       "optimizer": {"type": "adam", "learning_rate": 0.003},
-       "epochs": 25, "batch_size": 32, "validation_split": 0.1, "seed": 7,
-       "metrics": ["accuracy"]}
-
-
-@lru_cache(maxsize=1)
-def digits():
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    X, y = d.data.astype(np.float32), d.target
-    held = np.arange(len(X)) % 5 == 0
-    return X[~held], y[~held], X[held], y[held]
-
-
-def digits_csv() -> bytes:
-    X, y, _, _ = digits()
-    out = io.StringIO()
-    out.write(",".join([f"px{i}" for i in range(64)] + ["digit"]) + "\n")
-    for row, label in zip(X, y):
-        out.write(",".join(str(int(v)) for v in row) + "," + NAMES[label] + "\n")
-    return out.getvalue().encode()
-
-
-_datasets: dict[str, str] = {}
-
-
-def dataset_id(svc) -> str:
-    if svc.mode not in _datasets:
-        r = svc.client.post("/v1/datasets", files={"file": ("digits.csv", digits_csv(), "text/csv")},
-                            data={"name": "digits", "target": "digit"})
-        assert r.status_code == 201, r.text
-        body = r.json()
-        assert body["task"] == "classification" and sorted(body["classes"]) == sorted(NAMES)
-        _datasets[svc.mode] = body["id"]
-    return _datasets[svc.mode]
-
-
-def create_model(svc, spec=MLP) -> str:
-    r = svc.client.post("/v1/models", json={"name": "digits-mlp", **spec})
-    assert r.status_code == 201, r.text
-    return r.json()["id"]
-
-
-def start_job(svc, model_id: str, **overrides) -> str:
-    body = {"model_id": model_id, "dataset_id": dataset_id(svc), **FIT, **overrides}
-    r = svc.client.post("/v1/jobs", json=body)
-    assert r.status_code == 202, r.text
-    assert r.json()["status"] == "queued"
-    return r.json()["id"]
-
-
-def get_job(svc, job_id: str) -> dict:
-    r = svc.client.get(f"/v1/jobs/{job_id}")
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
-def wait_job(svc, job_id: str, until=("succeeded", "failed", "cancelled"), timeout=90.0,
-             poll=0.05) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        job = get_job(svc, job_id)
-        if job["status"] in until:
-            return job
-        if time.monotonic() > deadline:
-            raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s "
-                                 f"(epoch {job['progress']}):\n{svc.log_tail()}")
-        time.sleep(poll)
-
-
-def weights(svc, model_id: str, version: int) -> dict[str, np.ndarray]:
-    r = svc.client.get(f"/v1/models/{model_id}/export", params={"format": "npz", "version": version})
-    assert r.status_code == 200, r.text
-    with np.load(io.BytesIO(r.content), allow_pickle=False) as npz:
-        return {k: npz[k] for k in npz.files}
-
-
-def assert_same_weights(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for k in a:
-        if a[k].dtype.kind in "fiub":
-            assert np.array_equal(a[k], b[k]), k
 
 
 # --------------------------------------------------------------------------------------------------

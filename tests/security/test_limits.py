@@ -152,3 +152,18 @@ def test_defaults_do_not_throttle_normal_use():
     s = Settings(_env_file=None)
     assert s.max_concurrent_jobs_per_owner >= 50  # the load test submits 50 jobs at once
     assert s.rate_limit_per_s >= 50 and s.rate_limit_burst >= 100
+
+
+def test_concurrent_submissions_respect_the_job_limit(client, make_key, db_url):
+    """Eight submissions at once by one owner with room for two: exactly two are queued (PostgreSQL locks the
+    owner's row while counting; SQLite serializes writers)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    key = {"Authorization": f"Bearer {make_key('burst')}"}
+    ds = make_dataset(client, key, XOR)
+    m = make_model(client, key)
+    body = {"model_id": m["id"], "dataset_id": ds["id"], "loss": "categorical_crossentropy", "epochs": 1}
+    with ThreadPoolExecutor(8) as pool:
+        statuses = sorted(pool.map(lambda _: client.post("/v1/jobs", headers=key, json=body).status_code, range(8)))
+    assert statuses.count(202) == LIMITS["max_concurrent_jobs_per_owner"], statuses
+    assert set(statuses) <= {202, 429}, statuses

@@ -135,6 +135,7 @@ def test_pickled_blobs_in_the_database_fail_safely(client, auth, session_factory
     # serving: the stored version cannot be loaded; a problem, not pickle
     r = client.post(f"/v1/models/{m['id']}/predict", headers=auth, json={"inputs": [[0, 1]]})
     assert r.status_code >= 400 and r.headers["content-type"].startswith("application/problem+json")
+    assert "cannot be loaded" in r.json()["detail"]
     assert "Traceback" not in r.text
     # training: what a worker does with the dataset row
     with session_factory() as s:
