@@ -108,11 +108,8 @@ def torch_setup():
 
 
 def limit_blas_threads(n: int):
-    """Set numpy's (and scikit-learn's) BLAS threads; returns the threadpoolctl limiter (keep it alive)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return None
+    """A context in which numpy's (and scikit-learn's) BLAS use ``n`` threads (threadpoolctl)."""
+    from threadpoolctl import threadpool_limits
     return threadpool_limits(limits=n, user_api="blas")
 
 
@@ -310,52 +307,63 @@ def main(argv=None) -> None:
     rss = None if args.no_rss else peak_rss(rows_for_rss(quick))   # first, while this process is small
     torch = None if args.no_torch else torch_setup()
     if not args.no_sklearn:
-        import sklearn.neural_network  # noqa: F401 (loads scipy's BLAS too, so that the thread limit reaches it)
-    limiter = limit_blas_threads(THREADS) if THREADS != os.cpu_count() else None  # noqa: F841 (kept alive)
+        import sklearn.neural_network  # noqa: F401 (loads scipy's BLAS too, so that the thread limits reach it)
+    settings = sorted({1, THREADS})   # the engine's BLAS threads: on 2 shared vCPUs one thread is often faster
     print(f"backprop engine benchmark ({'quick' if quick else 'full'}): float32, Adam, synthetic data, "
-          f"{os.cpu_count()} CPUs, {THREADS} thread(s), best of {rounds} interleaved round(s), load average "
-          f"{os.getloadavg()[0]:.2f} at start")
+          f"{os.cpu_count()} CPUs, best of {rounds} interleaved round(s), load average {os.getloadavg()[0]:.2f} "
+          f"at start")
     stripped = os.environ.get("_BACKPROP_BENCH_STRIPPED")
     print(f"environment: {'removed ' + stripped if stripped else 'unchanged'}; numpy {np.__version__}"
           + (f", torch {torch.__version__}" if torch else ""))
 
-    peak = matmul_peak()     # measured again in every round: the best one stands
+    peak = {k: 0.0 for k in settings}    # matmul peak per BLAS thread count, measured in every round
     results = {}
     torch_label = ""
     for net in args.nets:
         X, y = make_data(net, samples[net])
-        best = {"engine": 0.0, "torch": 0.0, "sklearn": 0.0}
+        best = {**{k: 0.0 for k in settings}, "torch": 0.0, "sklearn": 0.0}
         for _ in range(rounds):
             gc.collect()
-            peak = max(peak, matmul_peak(repeats=4))
-            best["engine"] = max(best["engine"], engine_rate(net, X, y, epochs))
+            for k in settings:
+                with limit_blas_threads(k):
+                    peak[k] = max(peak[k], matmul_peak(repeats=4))
+                    best[k] = max(best[k], engine_rate(net, X, y, epochs))
             if torch is not None:
                 rate, torch_label = torch_rate(torch, net, X, y, epochs)
                 best["torch"] = max(best["torch"], rate)
         if not args.no_sklearn:
-            rate = sklearn_rate(net, X, y, 2 if quick else 3)
+            with limit_blas_threads(THREADS):
+                rate = sklearn_rate(net, X, y, 2 if quick else 3)
             best["sklearn"] = rate if rate is not None else None
         results[net] = best
     for line in blas_report():       # after the runs, so torch's and scikit-learn's libraries are loaded too
         print("blas:", line)
 
     print()
-    print(f"{'net':36s} {'engine':>10s} {'torch':>10s} {'ratio':>7s} {'sklearn':>10s} {'ratio':>7s}   samples/s")
+    engine_cols = "".join(f" {f'engine {k}T':>10s}" for k in settings)
+    print(f"{'samples/s':36s}{engine_cols} {f'torch {THREADS}T':>10s} {'ratio':>7s} {f'sklearn {THREADS}T':>10s} "
+          f"{'ratio':>7s}")
     for net, best in results.items():
-        e, t, s = best["engine"], best["torch"], best["sklearn"]
+        e = max(best[k] for k in settings)
+        t, s = best["torch"], best["sklearn"]
         t_cols = f"{t:10,.0f} {e / t:6.2f}x" if t else f"{'-':>10s} {'-':>7s}"
         s_cols = f"{s:10,.0f} {e / s:6.2f}x" if s else f"{'n/a' if s is None else '-':>10s} {'-':>7s}"
-        print(f"({net}) {DESCRIPTIONS[net]:32s} {e:10,.0f} {t_cols} {s_cols}")
+        print(f"({net}) {DESCRIPTIONS[net]:32s}" + "".join(f" {best[k]:10,.0f}" for k in settings) + f" {t_cols} {s_cols}")
+    print(f"ratios: the engine's best thread setting over the other framework (targets: >= 1.5x torch on each net)")
     if torch is not None:
-        print(f"torch: {torch_label}, {THREADS} thread(s); targets: engine >= 1.5x torch on each net; load average "
-              f"{os.getloadavg()[0]:.2f} at the end (other processes distort multi-threaded BLAS most)")
+        print(f"torch: {torch_label}, torch.set_num_threads({THREADS}); load average {os.getloadavg()[0]:.2f} at the "
+              f"end (other processes on the machine distort multi-threaded BLAS most)")
 
     print()
-    print(f"float32 matmul peak (np.matmul 2048^2, best over the run): {peak / 1e9:7.1f} GFLOP/s")
+    for k in settings:
+        line = f"float32 matmul peak, {k} BLAS thread(s) (np.matmul 2048^2, best over the run): {peak[k] / 1e9:6.1f} GFLOP/s"
+        if "b" in results:
+            rate = results["b"][k] * matmul_flops_per_sample("b")
+            line += f"; engine on (b): {rate / 1e9:6.1f} GFLOP/s = {100 * rate / peak[k]:5.1f}% of it"
+        print(line)
     if "b" in results:
-        rate = results["b"]["engine"] * matmul_flops_per_sample("b")
-        print(f"engine on (b): {rate / 1e9:7.1f} GFLOP/s of matmul work = {100 * rate / peak:5.1f}% of peak "
-              f"(target >= 60%; {matmul_flops_per_sample('b') / 1e6:.2f} MFLOP per training sample)")
+        print(f"(target >= 60% of peak; (b) does {matmul_flops_per_sample('b') / 1e6:.2f} MFLOP of matmuls per "
+              f"training sample)")
 
     steps = optimizer_steps("a")
     print(f"optimizer step on (a)'s {engine.build(engine_spec('a')).params.size:,} float32 parameters (us): "

@@ -27,13 +27,7 @@ _DENSE, _DENSE_AUG, _AFFINE, _ACT = 0, 1, 2, 3
 _IDENTITY, _RELU, _SOFTMAX, _OTHER = 0, 1, 2, 3
 _dot, _add, _multiply, _subtract, _divide, _exp, _maximum, _copyto = (
     np.dot, np.add, np.multiply, np.subtract, np.divide, np.exp, np.maximum, np.copyto)
-_max_of, _sum_of = np.maximum.reduce, np.add.reduce
-#: Single-row softmax skips the max subtraction when the largest logit lies here: no exponential can
-#: overflow, the largest one is >= e^-20 and the sum is formed in float64, so the result equals the
-#: shifted form to float rounding.
-_SOFTMAX_DIRECT = (-20.0, 80.0)
-
-
+_sum_of = np.add.reduce
 def _act_code(act) -> int:
     if act is None or act.name == "linear":
         return _IDENTITY
@@ -46,14 +40,16 @@ def _run_row(ops: tuple, x: np.ndarray) -> np.ndarray:
     Each op is ``(kind, a, b, out, nxt, zeros, code, act)``: it reads the 1-D ``h`` and writes ``out`` (a
     preallocated 1-D buffer, or None for the last op, which allocates the result), applies its activation in
     place, and hands ``nxt`` on: ``out`` itself, or the buffer ``out`` is a view of, one element longer and
-    ending in 1.0, when the next op is a dense layer whose bias is the last column of its kernel
-    (``_DENSE_AUG``). Kernels are stored transposed, (units, inputs), so each product is one gemv."""
+    ending in 1.0, when the next op is a dense layer whose bias is the last row of its kernel
+    (``_DENSE_AUG``, (inputs + 1, units)). Each product is one gemv accumulating over the inputs in order, as
+    the batch path's gemm does, and the softmax is Softmax.forward's arithmetic, so that a row predicted alone
+    matches the same row in a batch to float rounding."""
     h = x[0]
     for kind, a, b, out, nxt, zeros, code, act in ops:
         if kind == _DENSE_AUG:
-            out = _dot(a, h) if out is None else _dot(a, h, out)
+            out = _dot(h, a) if out is None else _dot(h, a, out)
         elif kind == _DENSE:
-            out = _dot(a, h) if out is None else _dot(a, h, out)
+            out = _dot(h, a) if out is None else _dot(h, a, out)
             _add(out, b, out)
         elif kind == _AFFINE:
             out = _multiply(h, a) if out is None else _multiply(h, a, out)
@@ -64,14 +60,10 @@ def _run_row(ops: tuple, x: np.ndarray) -> np.ndarray:
             _copyto(out, h)
         if code == _RELU:
             _maximum(out, zeros, out=out)
-        elif code == _SOFTMAX:
-            m = max(out.tolist())
-            if _SOFTMAX_DIRECT[0] <= m <= _SOFTMAX_DIRECT[1]:
-                _exp(out, out)
-            else:
-                _subtract(out, _max_of(out, None), out)
-                _exp(out, out)
-            _divide(out, sum(out.tolist()), out)
+        elif code == _SOFTMAX:       # as Softmax.forward on one row, without its reduction overheads
+            _subtract(out, max(out.tolist()), out)
+            _exp(out, out)
+            _divide(out, _sum_of(out, None), out)
         elif code == _OTHER:
             act.forward(out, out)
         h = out if nxt is None else nxt
@@ -81,10 +73,10 @@ def _run_row(ops: tuple, x: np.ndarray) -> np.ndarray:
 class _Plan:
     """Compiled inference on flat rows of ``n_in`` values.
 
-    ``steps``: ("dense", WT, b, act) with WT (units, inputs) C-contiguous | ("affine", scale, shift) |
-    ("act", act). A dense step after the first op keeps its bias as WT's extra last column (WT is then
-    (units, inputs + 1)) so that the single-row path needs no bias addition. Batches use the same arrays
-    (``WT[:, :inputs].T``, no copy). Single-row buffer sets live in a pool (list pop/append are atomic, so
+    ``steps``: (kind, a, b, act) per op: dense kernels (inputs, units) C-contiguous with their bias, affine
+    (scale, shift) maps, activation layers. A dense op after the first keeps its bias as an extra last row of
+    its kernel ((inputs + 1, units)), so the single-row path adds no bias; batches use the same arrays
+    (``kernel[:-1]``, a contiguous view). Single-row buffer sets live in a pool (list pop/append are atomic, so
     concurrent callers never share one); batch buffers are cached per row count and used under ``lock``."""
 
     __slots__ = ("steps", "n_in", "dtype", "row_shape", "pool", "lock", "_bufs", "_batch_steps")
@@ -99,15 +91,15 @@ class _Plan:
             if step[0] == "dense":
                 W, b, act = step[1], step[2].astype(dt), step[3]
                 if i == 0:
-                    WT = np.ascontiguousarray(W.T, dtype=dt)
-                    compiled.append((_DENSE, WT, b, act))
-                    batch.append(("dense", WT.T, b, act))
+                    W = np.ascontiguousarray(W, dtype=dt)
+                    compiled.append((_DENSE, W, b, act))
+                    batch.append(("dense", W, b, act))
                 else:
-                    WT = np.empty((W.shape[1], W.shape[0] + 1), dtype=dt)
-                    WT[:, :-1] = W.T
-                    WT[:, -1] = b
-                    compiled.append((_DENSE_AUG, WT, b, act))
-                    batch.append(("dense", WT[:, :-1].T, b, act))
+                    Wb = np.empty((W.shape[0] + 1, W.shape[1]), dtype=dt)
+                    Wb[:-1] = W
+                    Wb[-1] = b
+                    compiled.append((_DENSE_AUG, Wb, b, act))
+                    batch.append(("dense", Wb[:-1], b, act))
             elif step[0] == "affine":
                 compiled.append((_AFFINE, step[1], step[2], None))
                 batch.append(step)
@@ -129,7 +121,7 @@ class _Plan:
         last = len(self.steps) - 1
         for i, (kind, a, b, act) in enumerate(self.steps):
             if kind in (_DENSE, _DENSE_AUG):
-                width = a.shape[0]
+                width = a.shape[1]
             code = _act_code(act)
             zeros = np.zeros(width, self.dtype) if code == _RELU else None
             if i == last:

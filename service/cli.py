@@ -198,7 +198,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 class Supervisor:
     """Runs uvicorn and one Celery worker process as children; restarts either when it dies (an API
-    process that exits right at its first start is a configuration error: then everything stops);
+    process that exits by itself right at its first start has a configuration error: then
+    everything stops);
     stops both on SIGINT/SIGTERM (the API first, then the worker, warm then hard)."""
 
     def __init__(self, api_argv: list[str], worker_argv: list[str], env: dict[str, str],
@@ -242,8 +243,10 @@ class Supervisor:
         rc = 0
         while not self.stopping.wait(0.2):
             if self.api.poll() is not None:
-                if time.monotonic() - started["api"] < MIN_UPTIME_S and self.api_restarts == 0:
-                    # It never got going (port taken, bad configuration): restarting won't help.
+                if (self.api.returncode >= 0 and self.api_restarts == 0
+                        and time.monotonic() - started["api"] < MIN_UPTIME_S):
+                    # It exited by itself right at its first start (port taken, bad
+                    # configuration): restarting won't help. Killed by a signal, it restarts.
                     _out(f"API process exited with code {self.api.returncode}; stopping")
                     rc = self.api.returncode or 1
                     break

@@ -51,6 +51,10 @@ class Settings(BaseSettings):
 
     # Serving
     model_cache_bytes: int = 512 * 1024 * 1024
+    # Seconds a valid API key is remembered per process (by its hash), so requests skip the key lookup. A
+    # revocation empties the cache of the process that makes it at once; other processes (another API process,
+    # after `backprop keys revoke`) stop accepting the key within this TTL. 0 disables the cache.
+    api_key_cache_ttl_s: float = Field(default=10.0, ge=0)
 
     # Live events (GET /v1/jobs/{id}/events): one database poll per process for every watched job, and a
     # comment line on idle streams so that proxies keep them open.

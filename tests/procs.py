@@ -252,7 +252,8 @@ class Service:
         from sqlalchemy import create_engine
 
         if not hasattr(self, "_engine"):
-            self._engine = create_engine(self.settings().resolved_database_url)
+            self._engine = create_engine(self.settings().resolved_database_url,
+                                         pool_pre_ping=True)  # survives a database restart
         return self._engine
 
     def sql(self, query: str, **params: Any) -> list[tuple]:

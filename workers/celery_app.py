@@ -44,6 +44,8 @@ app.conf.update(
     # lost (default 10 s). Results are ignored here, and until then the dead child's slot stays
     # taken: the fast re-queue (workers.tasks.TrainRequest) would wait for nothing.
     worker_lost_wait=0.25,
+    # Prefork, with the dead-child check every 0.5 s instead of 5 s (see workers/pool.py).
+    worker_pool="workers.pool:TaskPool",
     # Prefetch 1: a worker holds at most the job it runs, so a queued job never waits behind a long
     # job on a busy worker while another worker idles.
     worker_prefetch_multiplier=1,

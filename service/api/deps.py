@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from service import auth
 from service.config import Settings
@@ -51,21 +52,48 @@ SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer bp_...`")
 
 
-def get_owner(
+def key_cache(request: Request) -> auth.KeyCache:
+    """The app's API-key cache (one per app, made on first use; ``Settings.api_key_cache_ttl_s``)."""
+    state = request.app.state
+    cache = getattr(state, "key_cache", None)
+    if cache is None:
+        cache = state.key_cache = auth.KeyCache(state.settings.api_key_cache_ttl_s)
+    return cache
+
+
+def _lookup_owner(request: Request, key: str) -> str | None:
+    session: Session = request.app.state.session_factory()
+    try:
+        return auth.authenticate(session, key)
+    finally:
+        session.close()
+
+
+async def get_owner(
     request: Request,
-    session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
+    """The key's owner. A key seen valid in the last ``api_key_cache_ttl_s`` seconds is served from memory
+    (no database session, no thread hop); otherwise the key is looked up (hash, prefix, constant-time
+    comparison) in the threadpool and remembered."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized()
     key = credentials.credentials.strip()
-    owner_id = auth.authenticate(session, key)
-    if owner_id is None:
+    if not auth.well_formed(key):
         raise Unauthorized("The API key is not valid (or was revoked).")
+    digest = auth.key_digest(key)
+    cache = key_cache(request)
+    owner_id = cache.get(digest)
+    if owner_id is None:
+        generation = cache.generation
+        owner_id = await run_in_threadpool(_lookup_owner, request, key)
+        if owner_id is None:
+            raise Unauthorized("The API key is not valid (or was revoked).")
+        cache.put(digest, owner_id, generation)
     limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
     if limiter is not None and limiter.enabled:
         # Only authenticated keys get a bucket (by the key's hash, never the key itself).
-        wait = limiter.acquire(auth.key_digest(key))
+        wait = limiter.acquire(digest)
         if wait is not None:
             raise TooManyRequests(
                 f"this API key is over its rate limit of rate_limit_per_s={limiter.rate:g} "

@@ -1,19 +1,27 @@
-"""Predictions: check the rows, run the cached model of the requested version, map outputs to labels."""
+"""Predictions: check the rows, run the cached model of the requested version, map outputs to labels.
+
+Two paths give the same answers. :func:`predict_fast` serves a version already in the model cache with one
+single-row query (the model's owner and latest version: ownership and "latest" are never cached, so a new
+version or a deletion is seen by the next request, whatever process made it) and no ORM session; anything
+else (a model not found or not owned, no version yet, a version not loaded) goes through :func:`predict`, which
+raises the documented errors and loads the version into the cache.""" 
 from __future__ import annotations
 
 import logging
 import math
 import sys
+import threading
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+import orjson
+from sqlalchemy import Engine, bindparam, select
 from sqlalchemy.orm import Session
 
 from service.config import Settings
-from service.db.models import ModelVersion
+from service.db.models import Model, ModelVersion
 from service.errors import BackpropError, Invalid, PayloadTooLarge
-from service.serving import ModelCache, forward, map_outputs
+from service.serving import ModelCache, Served, forward, map_outputs
 from service.services import engine_port
 from service.services import models as models_service
 
@@ -88,6 +96,24 @@ def to_matrix(inputs: list[Any], feature_names: list[str], width: int) -> np.nda
     return arr
 
 
+def _check_rows(settings: Settings, inputs: list[Any]) -> None:
+    if len(inputs) > settings.max_predict_rows:
+        raise PayloadTooLarge(
+            f"{len(inputs)} rows is over the limit of max_predict_rows={settings.max_predict_rows} per request"
+        )
+
+
+def _run(served: Served, model_id: str, version: int, inputs: list[Any]) -> dict[str, Any]:
+    X = to_matrix(inputs, served.feature_names, served.width)
+    out = forward(served.net, X.reshape((X.shape[0], *served.input_shape)))
+    return {
+        "model_id": model_id,
+        "version": version,
+        "task": served.task,
+        **map_outputs(out, served.task, served.classes),
+    }
+
+
 def predict(
     session: Session,
     settings: Settings,
@@ -98,31 +124,127 @@ def predict(
     version: int | None,
 ) -> dict[str, Any]:
     model, row = models_service.get_version(session, owner_id, model_id, version)
-    if len(inputs) > settings.max_predict_rows:
-        raise PayloadTooLarge(
-            f"{len(inputs)} rows is over the limit of max_predict_rows={settings.max_predict_rows} per request"
-        )
-    shape = [int(d) for d in model.input_shape]
-    X = to_matrix(inputs, list(row.feature_names), math.prod(shape))
-
-    key = (model.id, row.version)
+    _check_rows(settings, inputs)
+    shape = tuple(int(d) for d in model.input_shape)
+    width = math.prod(shape)
+    to_matrix(inputs, list(row.feature_names), width)  # 422 before loading anything
 
     def load() -> tuple[Any, int]:
         data = session.scalar(select(ModelVersion.data).where(ModelVersion.id == row.id))
         try:
             # allow_pickle=False inside: an archive with object arrays is refused, never unpickled
-            return engine_port.from_bytes(data), len(data)
+            net = engine_port.from_bytes(data)
         except ValueError as exc:
             log.error("model %s version %s: the stored archive cannot be loaded: %s", model.id, row.version, exc)
             raise StoredDataError(
                 f"model {model.id} version {row.version} cannot be loaded: its stored archive is invalid"
             ) from None
+        n_params = int(net.count_params()) if hasattr(net, "count_params") else 0
+        served = Served(net, row.task, row.classes, list(row.feature_names), shape, width, n_params)
+        return served, len(data)
 
-    net = cache.get(key, load)
-    out = forward(net, X.reshape((X.shape[0], *shape)))
-    return {
-        "model_id": model.id,
-        "version": row.version,
-        "task": row.task,
-        **map_outputs(out, row.task, row.classes),
-    }
+    served = cache.get((model.id, row.version), load)
+    return _run(served, model.id, row.version, inputs)
+
+
+_OWNER_AND_LATEST = select(Model.owner_id, Model.latest_version).where(Model.id == bindparam("model_id"))
+#: Rows x parameters under which a cached prediction runs on the event loop (tens of microseconds of NumPy).
+INLINE_WORK = 2_000_000
+
+
+def cached_version(
+    found: Any, cache: ModelCache, owner_id: str, model_id: str, version: int | None
+) -> tuple[Served, int] | None:
+    """(served version, its number) when ``found`` = (owner id, latest version) of the model shows the request
+    is the owner's and the version is cached; None when the full path must decide (and report errors)."""
+    if found is None or found[0] != owner_id:
+        return None
+    if version is None:
+        version = found[1]
+        if version is None:
+            return None
+    served = cache.peek((model_id, version))
+    if not isinstance(served, Served):
+        return None
+    return served, version
+
+
+def run_cached(settings: Settings, served: Served, model_id: str, version: int, inputs: list[Any]) -> dict[str, Any]:
+    _check_rows(settings, inputs)
+    return _run(served, model_id, version, inputs)
+
+
+def predict_fast(
+    db_engine: Engine,
+    settings: Settings,
+    cache: ModelCache,
+    owner_id: str,
+    model_id: str,
+    inputs: list[Any],
+    version: int | None,
+) -> dict[str, Any] | None:
+    """The answer of :func:`predict` for a cached version (one single-row query on any database, no ORM
+    session), or None when the full path must decide."""
+    with db_engine.connect() as conn:
+        found = conn.execute(_OWNER_AND_LATEST, {"model_id": model_id}).first()
+    hit = cached_version(found, cache, owner_id, model_id, version)
+    if hit is None:
+        return None
+    return run_cached(settings, hit[0], model_id, hit[1], inputs)
+
+
+class SqliteReader:
+    """The owner-and-latest-version read on SQLite, cheap enough for the event loop: its own autocommit
+    connection (each read sees every committed version) with a 5 ms busy timeout, so a locked database costs
+    the loop at most that; the caller then takes the threadpool path (``sqlite3.Error``)."""
+
+    def __init__(self, path: str) -> None:
+        import sqlite3
+
+        self._conn = sqlite3.connect(path, timeout=0.005, isolation_level=None, check_same_thread=False)
+        self._lock = threading.Lock()
+        from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+        self._sql = str(_OWNER_AND_LATEST.compile(dialect=sqlite_dialect.dialect()))
+
+    def owner_and_latest(self, model_id: str) -> Any:
+        if not self._lock.acquire(False):  # in use (another loop thread): let the caller take the slow path
+            import sqlite3
+
+            raise sqlite3.OperationalError("reader busy")
+        try:
+            return self._conn.execute(self._sql, (model_id,)).fetchone()
+        finally:
+            self._lock.release()
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def sqlite_reader(state: Any) -> SqliteReader | None:
+    """The app's inline reader when its database is a SQLite file, else None (made once per app)."""
+    reader = getattr(state, "predict_sqlite_reader", False)
+    if reader is False:
+        reader = None
+        url = state.db_engine.url
+        if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:" and \
+                not url.database.startswith("file:"):
+            try:
+                reader = SqliteReader(url.database)
+            except Exception:  # pragma: no cover - the threadpool path still works
+                reader = None
+        state.predict_sqlite_reader = reader
+    return reader
+
+
+def inline_ok(served: Served, n_rows: int) -> bool:
+    return n_rows * served.n_params <= INLINE_WORK
+
+
+_RESPONSE_FIELDS = ("model_id", "version", "task", "predictions", "probabilities", "classes")
+
+
+def to_json(result: dict[str, Any]) -> bytes:
+    """``PredictOut`` as JSON (its fields, in order; absent ones null) without building the model: the values
+    are already plain JSON types. NaN and infinities become null, as pydantic writes them."""
+    return orjson.dumps({k: result.get(k) for k in _RESPONSE_FIELDS})
