@@ -7,10 +7,14 @@ Reference networks (float32, Adam, synthetic data; issue 2's Speed section):
   (a) 784-256-128-10 relu, batch 128        (b) 784-1024-1024-10 relu, batch 256
   (c) 20-64-64-1 tanh, batch 32, MSE        (d) (a) with batch normalization + dropout 0.2 after each hidden layer
 
-Printed: training samples/s of each framework and the engine's ratio to each (best of ``rounds`` interleaved
-measurements, since other processes share the machine); the engine's matmul FLOP rate on (b) against the float32
-matmul peak measured in the same run; single-row and 1,024-row predict latency of a model restored with
-``engine.from_bytes(model.to_bytes())``; the peak RSS of a fit on a 100,000 x 784 float32 set beyond the data.
+Printed: training samples/s (timed epochs after the first, best of ``rounds`` interleaved measurements, since
+other processes share the machine) of the engine with 1 and with ``--threads`` BLAS threads (set through
+threadpoolctl), PyTorch with ``torch.set_num_threads(--threads)`` and ``Adam(fused=True)``, and scikit-learn's
+MLP (adam, same batch size, its BLAS at ``--threads``; no BN or dropout there), and the ratios of the engine's
+better setting to each; the engine's matmul FLOP rate on (b) against the float32 matmul peak measured in the same
+run with the same thread count; the time of each optimizer's step on (a)'s parameters; single-row and 1,024-row
+predict latency of a model restored with ``engine.from_bytes(model.to_bytes())``; the peak RSS of a fit on a
+100,000 x 784 float32 set beyond the data.
 
 OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE (set on this machine; the first pins OpenBLAS to its Haswell kernel,
 half the float32 matmul speed) are removed for this process: it re-executes itself without them before numpy is
@@ -28,10 +32,10 @@ if "--keep-env" not in sys.argv and any(k in os.environ for k in _STRIPPED) and 
     os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *sys.argv[1:]], env)
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
 import resource  # noqa: E402
-import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
@@ -102,14 +106,22 @@ def engine_rate(net: str, X, y, epochs: int) -> float:
 
 # ------------------------------------------------------------------------------------------------ torch
 def torch_setup():
-    import torch
+    try:
+        import torch
+    except ImportError:
+        print("torch is not installed: no PyTorch column")
+        return None
     torch.set_num_threads(THREADS)
     return torch
 
 
 def limit_blas_threads(n: int):
-    """A context in which numpy's (and scikit-learn's) BLAS use ``n`` threads (threadpoolctl)."""
-    from threadpoolctl import threadpool_limits
+    """A context in which numpy's (and scikit-learn's) BLAS use ``n`` threads (threadpoolctl; without it, the
+    BLAS's own setting)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
     return threadpool_limits(limits=n, user_api="blas")
 
 
@@ -307,8 +319,16 @@ def main(argv=None) -> None:
     rss = None if args.no_rss else peak_rss(rows_for_rss(quick))   # first, while this process is small
     torch = None if args.no_torch else torch_setup()
     if not args.no_sklearn:
-        import sklearn.neural_network  # noqa: F401 (loads scipy's BLAS too, so that the thread limits reach it)
-    settings = sorted({1, THREADS})   # the engine's BLAS threads: on 2 shared vCPUs one thread is often faster
+        try:
+            import sklearn.neural_network  # noqa: F401  (loads scipy's BLAS too, so thread limits reach it)
+        except ImportError:
+            print("scikit-learn is not installed: no scikit-learn column")
+            args.no_sklearn = True
+    try:
+        import threadpoolctl  # noqa: F401
+        settings = sorted({1, THREADS})   # the engine's BLAS threads: on 2 shared vCPUs one is sometimes faster
+    except ImportError:
+        settings = [THREADS]
     print(f"backprop engine benchmark ({'quick' if quick else 'full'}): float32, Adam, synthetic data, "
           f"{os.cpu_count()} CPUs, best of {rounds} interleaved round(s), load average {os.getloadavg()[0]:.2f} "
           f"at start")
@@ -348,15 +368,17 @@ def main(argv=None) -> None:
         t, s = best["torch"], best["sklearn"]
         t_cols = f"{t:10,.0f} {e / t:6.2f}x" if t else f"{'-':>10s} {'-':>7s}"
         s_cols = f"{s:10,.0f} {e / s:6.2f}x" if s else f"{'n/a' if s is None else '-':>10s} {'-':>7s}"
-        print(f"({net}) {DESCRIPTIONS[net]:32s}" + "".join(f" {best[k]:10,.0f}" for k in settings) + f" {t_cols} {s_cols}")
-    print(f"ratios: the engine's best thread setting over the other framework (targets: >= 1.5x torch on each net)")
+        engines = "".join(f" {best[k]:10,.0f}" for k in settings)
+        print(f"({net}) {DESCRIPTIONS[net]:32s}{engines} {t_cols} {s_cols}")
+    print("ratios: the engine's best thread setting over the other framework (targets: >= 1.5x torch on each net)")
     if torch is not None:
         print(f"torch: {torch_label}, torch.set_num_threads({THREADS}); load average {os.getloadavg()[0]:.2f} at the "
               f"end (other processes on the machine distort multi-threaded BLAS most)")
 
     print()
     for k in settings:
-        line = f"float32 matmul peak, {k} BLAS thread(s) (np.matmul 2048^2, best over the run): {peak[k] / 1e9:6.1f} GFLOP/s"
+        line = (f"float32 matmul peak, {k} BLAS thread(s) (np.matmul 2048^2, best over the run): "
+                f"{peak[k] / 1e9:6.1f} GFLOP/s")
         if "b" in results:
             rate = results["b"][k] * matmul_flops_per_sample("b")
             line += f"; engine on (b): {rate / 1e9:6.1f} GFLOP/s = {100 * rate / peak[k]:5.1f}% of it"

@@ -12,8 +12,10 @@ Speed. The parameters and the gradients are each one contiguous 1-D buffer, so a
 ufunc calls whatever the depth of the network. Every array is allocated in ``build``; every call writes into a
 preallocated array (``out=``); every scalar is cast to the buffer's dtype once per step, so that float32 buffers
 are never promoted to float64 (numpy would compute a float32 array times an ``np.float64`` scalar in float64,
-several times slower). The step runs over cache-sized chunks of the buffers so that the dozen passes of one chunk
-hit the CPU's L2 cache. The gradient buffer is used as scratch: ``step`` overwrites it.
+several times slower). The step runs over chunks of the buffers small enough for the dozen passes over one
+chunk, and the two chunk-sized scratch arrays, to stay in the CPU's L2 cache: each state array then crosses
+the memory bus once per step, and the scratch never does. The rules only read the gradients (clipping and
+weight decay write them, as Keras does), but callers must treat the gradient buffer as overwritten.
 
 Exponential moving averages are kept as exponentially weighted *sums*: instead of Keras's
 ``m <- m + (1 - beta) * (g - m)`` (three passes) the state is ``S <- beta * S + g`` (two passes) and
@@ -77,9 +79,8 @@ class Optimizer:
 
     name: ClassVar[str] = ""
     RULE_KEYS: ClassVar[tuple[str, ...]] = ()
-    SCRATCH: ClassVar[int] = 1                # scratch arrays the rule needs besides the gradient buffer
     SCALAR_STATE: ClassVar[tuple[str, ...]] = ()   # float attributes that are state (saved as 0-d float64)
-    CHUNK_BYTES: ClassVar[int] = 1 << 19      # chunks of each buffer: the passes of one chunk stay in cache
+    CHUNK_BYTES: ClassVar[int] = 1 << 17      # per buffer: ~6 chunks of this size fit a 1 MiB L2 cache
 
     def __init__(self, learning_rate: float, *, weight_decay: float | None = None, clipnorm: float | None = None,
                  clipvalue: float | None = None, global_clipnorm: float | None = None):
@@ -130,10 +131,10 @@ class Optimizer:
         """The constants of step ``t`` (1-based), cast to the buffer's dtype. May advance scalar state."""
         raise NotImplementedError
 
-    def _update(self, p: np.ndarray, g: np.ndarray, tmp: tuple[np.ndarray, ...], s: dict[str, np.ndarray],
+    def _update(self, p: np.ndarray, g: np.ndarray, t0: np.ndarray, t1: np.ndarray, s: dict[str, np.ndarray],
                 c: tuple) -> None:
-        """The update rule on one chunk: parameters ``p`` (in place), clipped gradients ``g`` (may be
-        overwritten), scratch ``tmp``, state views ``s`` and the step's constants ``c``."""
+        """The update rule on one chunk: parameters ``p`` (in place), clipped gradients ``g`` (read only),
+        scratch ``t0`` and ``t1`` (the chunk's length), state views ``s`` and the step's constants ``c``."""
         raise NotImplementedError
 
     def _reset_scalar_state(self) -> None:
@@ -156,7 +157,8 @@ class Optimizer:
         self._dtype = params.dtype
         self._segments = segs
         self._state = {name: np.full(n, init, dtype=params.dtype) for name, init in self._slots().items()}
-        self._tmp = tuple(np.empty(n, dtype=params.dtype) for _ in range(max(1, self.SCRATCH)))
+        self._chunk = max(1024, self.CHUNK_BYTES // params.dtype.itemsize)
+        self._scratch = np.empty((2, min(n, 2 * self._chunk)), dtype=params.dtype)   # the last chunk may be longer
         self._views_for: tuple | None = None   # (params, grads) the cached chunk views were cut from
         self._reset_scalar_state()
         if self._pending is not None:
@@ -180,47 +182,50 @@ class Optimizer:
         t = self.iterations + 1
         lr = self._learning_rate
         dt = self._dtype.type
-        self._clip(grads)
-        if self.weight_decay:   # Keras: w <- w - w * wd * lr
-            tmp = self._tmp[0]
-            np.multiply(params, dt(lr * self.weight_decay), out=tmp)
-            np.subtract(params, tmp, out=params)
+        # clipping (Keras: before weight decay and the update); elementwise parts run chunk by chunk below
+        clip_lo = clip_hi = scale = None
+        if self.clipvalue is not None:
+            clip_lo, clip_hi = dt(-self.clipvalue), dt(self.clipvalue)
+        elif self.clipnorm is not None:
+            self._clip_per_variable(self.clipnorm)
+        elif self.global_clipnorm is not None:
+            norm = math.sqrt(float(np.dot(grads, grads)))   # the buffer holds every trainable variable
+            if norm > self.global_clipnorm:                 # g <- g * c / max(||g||, c); a zero norm is left alone
+                scale = dt(self.global_clipnorm / norm)
+        decay = dt(lr * self.weight_decay) if self.weight_decay else None   # Keras: w <- w - w * wd * lr
         c = self._scalars(lr, t)
         update = self._update
-        for p, g, tmp, s in self._chunks:
-            update(p, g, tmp, s, c)
+        for p, g, t0, t1, s in self._chunks:
+            if clip_lo is not None:
+                np.clip(g, clip_lo, clip_hi, out=g)
+            elif scale is not None:
+                np.multiply(g, scale, out=g)
+            if decay is not None:
+                np.multiply(p, decay, out=t0)
+                np.subtract(p, t0, out=p)
+            update(p, g, t0, t1, s, c)
         self.iterations = t
 
     def _cut_views(self, params: np.ndarray, grads: np.ndarray) -> None:
-        n = self._size
-        size = max(1024, self.CHUNK_BYTES // self._dtype.itemsize)
+        n, size = self._size, self._chunk
         bounds = list(range(0, n, size)) + [n]
         if len(bounds) > 2 and n - bounds[-2] < size // 2:   # no small last chunk
             del bounds[-2]
+        t0, t1 = self._scratch
         self._chunks = [
-            (params[a:b], grads[a:b], tuple(t[a:b] for t in self._tmp),
-             {name: arr[a:b] for name, arr in self._state.items()})
+            (params[a:b], grads[a:b], t0[:b - a], t1[:b - a], {name: arr[a:b] for name, arr in self._state.items()})
             for a, b in zip(bounds, bounds[1:])
         ]
         self._grad_segments = [grads[a:b] for a, b in self._segments if b > a]
         self._views_for = (params, grads)
 
-    def _clip(self, grads: np.ndarray) -> None:
-        """Keras's clipping, in place (ENGINE_SEMANTICS §6); a zero norm leaves the gradient unchanged."""
+    def _clip_per_variable(self, c: float) -> None:
+        """clipnorm: g <- g * c / max(||g||, c) for each variable; a zero norm leaves it unchanged."""
         dt = self._dtype.type
-        if self.clipvalue is not None:
-            np.clip(grads, dt(-self.clipvalue), dt(self.clipvalue), out=grads)
-        elif self.clipnorm is not None:
-            c = self.clipnorm
-            for g in self._grad_segments:   # g <- g * c / max(||g||, c), per variable
-                norm = math.sqrt(float(np.dot(g, g)))
-                if norm > c:
-                    np.multiply(g, dt(c / norm), out=g)
-        elif self.global_clipnorm is not None:
-            c = self.global_clipnorm
-            norm = math.sqrt(float(np.dot(grads, grads)))   # the buffer holds every trainable variable
+        for g in self._grad_segments:
+            norm = math.sqrt(float(np.dot(g, g)))
             if norm > c:
-                np.multiply(grads, dt(c / norm), out=grads)
+                np.multiply(g, dt(c / norm), out=g)
 
     # -- state --
     def state(self) -> dict[str, np.ndarray]:
@@ -279,22 +284,21 @@ class SGD(Optimizer):
         dt = self._dtype.type
         return dt(lr), dt(self.momentum)
 
-    def _update(self, p, g, tmp, s, c):
+    def _update(self, p, g, t0, t1, s, c):
         lr, mu = c
-        np.multiply(g, lr, out=g)                       # lr*g
+        np.multiply(g, lr, out=t0)                      # lr*g
         if self.momentum > 0:
             v = s["velocity"]
             np.multiply(v, mu, out=v)
-            np.subtract(v, g, out=v)                    # v = mu*v - lr*g
+            np.subtract(v, t0, out=v)                   # v = mu*v - lr*g
             if self.nesterov:
-                t0 = tmp[0]
-                np.multiply(v, mu, out=t0)
-                np.subtract(t0, g, out=t0)
-                np.add(p, t0, out=p)                    # w += mu*v - lr*g
+                np.multiply(v, mu, out=t1)
+                np.subtract(t1, t0, out=t1)
+                np.add(p, t1, out=p)                    # w += mu*v - lr*g
             else:
                 np.add(p, v, out=p)
         else:
-            np.subtract(p, g, out=p)
+            np.subtract(p, t0, out=p)
 
 
 class RMSprop(Optimizer):
@@ -330,9 +334,9 @@ class RMSprop(Optimizer):
         # v - gbar^2 + eps = k * (v_sum - k*g_sum^2 + eps/k);  inc = (lr/sqrt(k)) * g / sqrt(...)
         return dt(rho), dt(k), dt(self.epsilon / k), dt(lr / math.sqrt(k)), dt(self.momentum)
 
-    def _update(self, p, g, tmp, s, c):
+    def _update(self, p, g, t0, t1, s, c):
         rho, k, eps, lr, mu = c
-        v, t0 = s["v_sum"], tmp[0]
+        v = s["v_sum"]
         np.multiply(v, rho, out=v)
         np.multiply(g, g, out=t0)
         np.add(v, t0, out=v)                            # v_sum = rho*v_sum + g^2
@@ -347,15 +351,15 @@ class RMSprop(Optimizer):
         else:
             np.add(v, eps, out=t0)
         np.sqrt(t0, out=t0)
-        np.divide(g, t0, out=g)
-        np.multiply(g, lr, out=g)                       # inc
+        np.divide(g, t0, out=t1)
+        np.multiply(t1, lr, out=t1)                     # inc
         if self.momentum > 0:
             m = s["momentum"]
             np.multiply(m, mu, out=m)
-            np.add(m, g, out=m)
+            np.add(m, t1, out=m)
             np.subtract(p, m, out=p)
         else:
-            np.subtract(p, g, out=p)
+            np.subtract(p, t1, out=p)
 
 
 class Adam(Optimizer):
@@ -390,9 +394,9 @@ class Adam(Optimizer):
         # alpha*m/(sqrt(v)+eps) = (alpha*k1/sqrt(k2)) * m_sum / (sqrt(v_sum) + eps/sqrt(k2))
         return dt(b1), dt(b2), dt(self.epsilon / math.sqrt(k2)), dt(alpha * k1 / math.sqrt(k2))
 
-    def _update(self, p, g, tmp, s, c):
+    def _update(self, p, g, t0, t1, s, c):
         b1, b2, eps, step = c
-        m, v, t0 = s["m_sum"], s["v_sum"], tmp[0]
+        m, v = s["m_sum"], s["v_sum"]
         np.multiply(v, b2, out=v)
         np.multiply(g, g, out=t0)
         np.add(v, t0, out=v)                            # v_sum = b2*v_sum + g^2
@@ -402,9 +406,9 @@ class Adam(Optimizer):
             v = np.maximum(s["v_sum_max"], v, out=s["v_sum_max"])
         np.sqrt(v, out=t0)
         np.add(t0, eps, out=t0)
-        np.divide(m, t0, out=g)
-        np.multiply(g, step, out=g)
-        np.subtract(p, g, out=p)
+        np.divide(m, t0, out=t1)
+        np.multiply(t1, step, out=t1)
+        np.subtract(p, t1, out=p)
 
 
 class AdamW(Adam):
@@ -428,7 +432,6 @@ class Adadelta(Optimizer):
 
     name = "adadelta"
     RULE_KEYS = ("rho", "epsilon")
-    SCRATCH = 2
 
     def __init__(self, learning_rate: float = 0.001, rho: float = 0.95, epsilon: float = 1e-7, **common):
         super().__init__(learning_rate, **common)
@@ -443,24 +446,23 @@ class Adadelta(Optimizer):
         rho = self.rho
         return dt(rho), dt(self.epsilon / (1.0 - rho)), dt(lr)
 
-    def _update(self, p, g, tmp, s, c):
+    def _update(self, p, g, t0, t1, s, c):
         rho, eps, lr = c
         v, d = s["v_sum"], s["delta_sum"]
-        t0, t1 = tmp
         np.multiply(v, rho, out=v)
         np.multiply(g, g, out=t0)
         np.add(v, t0, out=v)                            # v_sum = rho*v_sum + g^2
-        np.add(d, eps, out=t0)
-        np.sqrt(t0, out=t0)                             # sqrt(Ed + eps) / sqrt(1-rho)
         np.add(v, eps, out=t1)
         np.sqrt(t1, out=t1)                             # sqrt(Eg + eps) / sqrt(1-rho)
-        np.multiply(t0, g, out=g)
-        np.divide(g, t1, out=g)                         # -d
+        np.add(d, eps, out=t0)
+        np.sqrt(t0, out=t0)                             # sqrt(Ed + eps) / sqrt(1-rho)
+        np.multiply(t0, g, out=t0)
+        np.divide(t0, t1, out=t0)                       # -d
         np.multiply(d, rho, out=d)
-        np.multiply(g, g, out=t0)
-        np.add(d, t0, out=d)                            # delta_sum = rho*delta_sum + d^2
-        np.multiply(g, lr, out=g)
-        np.subtract(p, g, out=p)
+        np.multiply(t0, t0, out=t1)
+        np.add(d, t1, out=d)                            # delta_sum = rho*delta_sum + d^2
+        np.multiply(t0, lr, out=t0)
+        np.subtract(p, t0, out=p)
 
 
 class Adagrad(Optimizer):
@@ -482,16 +484,16 @@ class Adagrad(Optimizer):
         dt = self._dtype.type
         return dt(self.epsilon), dt(lr)
 
-    def _update(self, p, g, tmp, s, c):
+    def _update(self, p, g, t0, t1, s, c):
         eps, lr = c
-        acc, t0 = s["accumulator"], tmp[0]
+        acc = s["accumulator"]
         np.multiply(g, g, out=t0)
         np.add(acc, t0, out=acc)
         np.add(acc, eps, out=t0)
         np.sqrt(t0, out=t0)
-        np.multiply(g, lr, out=g)
-        np.divide(g, t0, out=g)
-        np.subtract(p, g, out=p)
+        np.multiply(g, lr, out=t1)
+        np.divide(t1, t0, out=t1)
+        np.subtract(p, t1, out=p)
 
 
 class Nadam(Optimizer):
@@ -504,7 +506,6 @@ class Nadam(Optimizer):
 
     name = "nadam"
     RULE_KEYS = ("beta_1", "beta_2", "epsilon")
-    SCRATCH = 2
     SCALAR_STATE = ("u_product",)
 
     def __init__(self, learning_rate: float = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
@@ -535,18 +536,17 @@ class Nadam(Optimizer):
         b = lr / r * (1.0 - u_t) / (1.0 - product)
         return dt(b1), dt(b2), dt(self.epsilon / r), dt(a), dt(b)
 
-    def _update(self, p, g, tmp, s, c):
+    def _update(self, p, g, t0, t1, s, c):
         b1, b2, eps, a, b = c
         m, v = s["m_sum"], s["v_sum"]
-        t0, t1 = tmp
         np.multiply(v, b2, out=v)
         np.multiply(g, g, out=t0)
         np.add(v, t0, out=v)                            # v_sum = b2*v_sum + g^2
         np.multiply(m, b1, out=m)
         np.add(m, g, out=m)                             # m_sum = b1*m_sum + g
         np.multiply(m, a, out=t1)
-        np.multiply(g, b, out=g)
-        np.add(t1, g, out=t1)                           # lr * mhat * sqrt(vhat)/sqrt(v_sum) scale
+        np.multiply(g, b, out=t0)
+        np.add(t1, t0, out=t1)                          # lr*mhat, in units of sqrt(v_sum)/sqrt(vhat)
         np.sqrt(v, out=t0)
         np.add(t0, eps, out=t0)
         np.divide(t1, t0, out=t1)

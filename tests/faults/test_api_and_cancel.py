@@ -67,3 +67,37 @@ def test_cancel_queued_and_running_within_a_second(svc, recovery):
                    j=running)
     assert len(rows) <= 2 and all(e == rows[0][0] or best for e, best in rows), rows
     assert svc.client.post(f"/v1/jobs/{nxt['id']}/cancel").status_code == 409
+
+
+def test_fifty_jobs_submitted_at_once(svc, recovery):
+    """50 concurrent POST /v1/jobs of one owner and one model: all accepted at once (they used to
+    deadlock on the owner's row lock against the threadpool until the connection pool timed out),
+    all run once, versions 1..50, one per job."""
+    import asyncio
+
+    import httpx
+
+    from procs import dataset_id
+
+    model_id = create_model(svc)
+    body = {"model_id": model_id, "dataset_id": dataset_id(svc), "epochs": 1, "batch_size": 256,
+            "loss": "sparse_categorical_crossentropy", "seed": 3, "checkpoint_every": 0}
+
+    async def submit_all() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=svc.url, timeout=60,
+                                     headers={"Authorization": f"Bearer {svc.key}"}) as ac:
+            return await asyncio.gather(*(ac.post("/v1/jobs", json=body) for _ in range(50)))
+
+    t0 = time.monotonic()
+    responses = asyncio.run(submit_all())
+    submitted = time.monotonic() - t0
+    assert [r.status_code for r in responses] == [202] * 50, {r.status_code for r in responses}
+    assert submitted < 15, submitted
+    ids = [r.json()["id"] for r in responses]
+    jobs = [wait_job(svc, j, timeout=120, poll=0.2) for j in ids]
+    recovery("50 concurrent submissions accepted", submitted)
+    recovery("50 jobs submitted at once -> all finished (1 worker)", time.monotonic() - t0)
+    assert {j["status"] for j in jobs} == {"succeeded"} and {j["attempts"] for j in jobs} == {1}
+    versions = svc.client.get(f"/v1/models/{model_id}/versions", params={"limit": 100}).json()
+    assert sorted(v["version"] for v in versions["items"]) == list(range(1, 51))
+    assert sorted(v["job_id"] for v in versions["items"]) == sorted(ids)

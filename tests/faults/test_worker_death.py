@@ -92,7 +92,9 @@ def test_ten_kills_in_one_job(svc, recovery):
     assert_resumed_identically(svc, model_id, job, attempts=11)
     recovery("pool child SIGKILL -> running again (mean of 10)", sum(times) / len(times))
     recovery("pool child SIGKILL -> running again (max of 10)", max(times))
-    assert max(times) < 2.5, times  # the fast path, not the 3 s heartbeat timeout
+    # each one by the fast path (the worker's main process), not the heartbeat timeout
+    log = "\n".join(p.read_text(errors="replace") for p in svc.logs)
+    assert log.count(f"job {job_id}: its worker process died") == 10, times
 
 
 def test_kill_in_first_epoch_before_any_checkpoint_starts_over(svc, recovery):

@@ -136,3 +136,103 @@ def test_job_id_from_kombu_envelope():
     env["headers"]["task"] = "other"
     assert job_id_from_message(json.dumps(env)) is None
     assert job_id_from_message("not json") is None
+
+
+# --------------------------------------------------------------------------------------------------
+# The fast path for a dead pool child, outages, retention
+# --------------------------------------------------------------------------------------------------
+
+
+def _add_checkpoints(sf, job_id, epochs, best):
+    from service.db.models import Checkpoint
+
+    with sf() as s, s.begin():
+        for e in epochs:
+            s.add(Checkpoint(job_id=job_id, epoch=e, metrics={}, is_best=(e == best),
+                             size_bytes=1, data=b"x"))
+
+
+def _checkpoint_epochs(sf, job_id):
+    from service.db.models import Checkpoint
+
+    with sf() as s:
+        return sorted(r.epoch for r in s.query(Checkpoint).filter_by(job_id=job_id))
+
+
+def test_dead_child_requeues_only_its_own_job_at_once(sf, settings, make_job):
+    from service.reconciler import recover_lost_child
+
+    mine, other = make_job(status="running"), make_job(status="running")
+    set_heartbeat(sf, mine, 0, attempts=1, worker="host:41:abc")  # fresh heartbeats: no timeout
+    set_heartbeat(sf, other, 0, attempts=1, worker="host:411:def")  # another pid, same prefix digits
+    sent = []
+    assert recover_lost_child(sf, settings, other, "host:41:", enqueue=sent.append) is None
+    assert recover_lost_child(sf, settings, mine, "host:41:", enqueue=sent.append) == "requeued"
+    assert sent == [mine]
+    job = get(sf, mine)
+    assert job.status == "queued" and job.worker is None and job.attempts == 1
+    assert get(sf, other).status == "running"
+    # a second report of the same death changes nothing
+    assert recover_lost_child(sf, settings, mine, "host:41:", enqueue=sent.append) is None
+    assert sent == [mine]
+
+
+def test_dead_child_on_the_last_attempt_fails_with_worker_lost_and_prunes(sf, settings, make_job):
+    from service.reconciler import recover_lost_child
+
+    job_id = make_job(status="running")
+    set_heartbeat(sf, job_id, 0, attempts=2, max_attempts=2, worker="h:7:x")
+    _add_checkpoints(sf, job_id, [1, 2, 3, 4, 5], best=2)
+    sent = []
+    assert recover_lost_child(sf, settings, job_id, "h:7:", enqueue=sent.append) == "worker_lost"
+    job = get(sf, job_id)
+    assert sent == [] and job.status == "failed" and job.error["code"] == "worker_lost"
+    assert _checkpoint_epochs(sf, job_id) == [2, 5]  # the best and the last
+
+
+def test_dead_child_with_cancel_request_ends_cancelled(sf, settings, make_job):
+    from service.reconciler import recover_lost_child
+
+    job_id = make_job(status="running")
+    set_heartbeat(sf, job_id, 0, attempts=1, worker="h:8:x", cancel_requested=True)
+    assert recover_lost_child(sf, settings, job_id, "h:8:", enqueue=lambda j: None) == "cancelled"
+    assert get(sf, job_id).status == "cancelled"
+
+
+def test_heartbeats_are_not_judged_right_after_a_database_outage(sf, settings, make_job):
+    """judge_heartbeats=False (the loop's state until it has seen the database up for
+    heartbeat_timeout_s): stale-looking running jobs are left alone."""
+    job_id = make_job(status="running")
+    set_heartbeat(sf, job_id, 120, attempts=1)
+    counts, sent = run(sf, settings, judge_heartbeats=False)
+    assert counts["requeued"] == 0 and get(sf, job_id).status == "running"
+    counts, sent = run(sf, settings)
+    assert counts["requeued"] == 1 and sent == [job_id]
+
+
+def test_run_reconciler_waits_a_heartbeat_timeout_after_the_database_comes_back(sf, settings,
+                                                                                make_job,
+                                                                                monkeypatch):
+    from service import reconciler
+
+    settings = settings.model_copy(update={"heartbeat_timeout_s": 0.3, "reconcile_interval_s": 0.05})
+    seen = []
+
+    def fake_once(_sf, _settings, **kw):
+        seen.append(kw["judge_heartbeats"])
+        if len(seen) == 8:
+            stop.set()
+        return {}
+
+    monkeypatch.setattr(reconciler, "reconcile_once", fake_once)
+    stop = threading.Event()
+    reconciler.run_reconciler(settings, stop, sf)
+    assert seen[0] is False and seen[-1] is True  # not judged at first, judged 0.3 s later
+
+
+def test_worker_lost_by_heartbeat_prunes_checkpoints(sf, settings, make_job):
+    job_id = make_job(status="running")
+    set_heartbeat(sf, job_id, 60, attempts=3, max_attempts=3)
+    _add_checkpoints(sf, job_id, [3, 4, 5, 6], best=6)
+    counts, _ = run(sf, settings)
+    assert counts["worker_lost"] == 1 and _checkpoint_epochs(sf, job_id) == [6]

@@ -20,7 +20,14 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 def create_job(
     body: JobCreate, session: SessionDep, owner: OwnerDep, settings: SettingsDep, enqueue: EnqueueDep
 ) -> JobOut:
-    return JobOut.from_row(service.create(session, settings, owner, body, enqueue))
+    job = service.create(session, settings, owner, body, enqueue)
+    # Commit here, not after the response is built: the transaction holds the owner's row lock
+    # (the concurrent-jobs count), and FastAPI builds a sync route's response in the threadpool.
+    # With every pool thread busy in another submission waiting for that very lock, the response
+    # (and the commit after it) would wait for a free thread: a burst of submissions deadlocked
+    # until the connection pool timed out (503s after 30 s).
+    session.commit()
+    return JobOut.from_row(job)
 
 
 @router.get("", response_model=Page[JobOut], responses=problem_responses(401, 422))
