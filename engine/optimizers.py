@@ -14,8 +14,8 @@ preallocated array (``out=``); every scalar is cast to the buffer's dtype once p
 are never promoted to float64 (numpy would compute a float32 array times an ``np.float64`` scalar in float64,
 several times slower). The step runs over chunks of the buffers small enough for the dozen passes over one
 chunk, and the two chunk-sized scratch arrays, to stay in the CPU's L2 cache: each state array then crosses
-the memory bus once per step, and the scratch never does. The rules only read the gradients (clipping and
-weight decay write them, as Keras does), but callers must treat the gradient buffer as overwritten.
+the memory bus once per step, and the scratch never does. The update rules only read the gradients; clipping
+rewrites them in place, so callers must treat the gradient buffer as overwritten by ``step``.
 
 Exponential moving averages are kept as exponentially weighted *sums*: instead of Keras's
 ``m <- m + (1 - beta) * (g - m)`` (three passes) the state is ``S <- beta * S + g`` (two passes) and

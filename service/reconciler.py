@@ -10,6 +10,15 @@ Every ``reconcile_interval_s`` it
   worker's queued -> running claim is atomic;
 - in embedded mode, deletes the SQLAlchemy broker's handled message rows.
 
+Heartbeats are judged only once the loop has seen the database answer for ``heartbeat_timeout_s``
+(after its start or an outage): no worker can write one while the database is down, and a database
+outage must not read as dead workers. A job that ends here (``worker_lost``, ``cancelled``) keeps
+only its best and its last checkpoint.
+
+:func:`recover_lost_child` is the fast path for the commonest death, a pool child killed (OOM,
+SIGKILL) while its worker's main process lives: that process hands the job on at once (see
+``workers/tasks.py``) with the same transitions, instead of waiting for the heartbeat timeout.
+
 Every change is a conditional UPDATE that re-checks the condition it acts on, so any number of
 reconcilers (the API process and every worker run one) can run at once: exactly one wins each
 transition and only the winner sends the message.
