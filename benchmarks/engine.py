@@ -310,7 +310,7 @@ def main(argv=None) -> None:
         return
 
     quick = args.quick
-    rounds = args.rounds or (1 if quick else 3)
+    rounds = args.rounds or (1 if quick else 5)
     epochs = 3 if quick else 4
     samples = {"a": 16384, "b": 4096, "c": 16384, "d": 16384} if quick else \
         {"a": 32768, "b": 8192, "c": 32768, "d": 32768}
