@@ -96,6 +96,16 @@ class ReLU(Activation):
         np.multiply(g, a > 0, out=g)
         return g
 
+    # training path: the mask z > 0 is kept for backward (a compare and a multiply beat np.maximum,
+    # which pays for its NaN handling; z·[z > 0] is max(z, 0) up to the sign of zero, NaN stays NaN)
+    def forward_masked(self, z, out, mask):
+        np.greater(z, 0, out=mask)
+        return np.multiply(z, mask, out=out)
+
+    def backward_masked(self, mask, g):
+        np.multiply(g, mask, out=g)
+        return g
+
 
 class LeakyReLU(Activation):
     name = "leaky_relu"

@@ -47,13 +47,13 @@ class Layer:
         return None
 
     # -- work arrays -------------------------------------------------------------------------
-    def _buf(self, key: str, shape: tuple[int, ...]) -> np.ndarray:
+    def _buf(self, key: str, shape: tuple[int, ...], dtype=None) -> np.ndarray:
         k = (key, shape)
         arr = self._work.get(k)
         if arr is None:
             if len(self._work) > 48:     # many batch sizes seen (predict calls): start over
                 self._work.clear()
-            arr = self._work[k] = np.empty(shape, dtype=self.dtype)
+            arr = self._work[k] = np.empty(shape, dtype=self.dtype if dtype is None else dtype)
         return arr
 
     def _ones(self, n: int) -> np.ndarray:
@@ -100,7 +100,11 @@ class Dense(Layer):
         if self.use_bias:
             z += self.params["bias"]
         act = self.activation
-        if act.needs_input:
+        self.mask = None
+        if hasattr(act, "forward_masked"):
+            self.mask = mask = self._buf("mask", (n, self.units), np.bool_)
+            a = act.forward_masked(z, z, mask)
+        elif act.needs_input:
             a = act.forward(z, self._buf("a", (n, self.units)))
         else:
             a = act.forward(z, z)    # in place: the derivative is written from the output
@@ -109,7 +113,10 @@ class Dense(Layer):
 
     def backward(self, g, need_dx):
         if not self.fused:
-            g = self.activation.backward(self.z, self.a, g)
+            if self.mask is not None:
+                g = self.activation.backward_masked(self.mask, g)
+            else:
+                g = self.activation.backward(self.z, self.a, g)
         x = self.x
         n = x.shape[0]
         np.matmul(x.T, g, out=self.grads["kernel"])
@@ -281,7 +288,13 @@ class ActivationLayer(Layer):
 
     def forward(self, x, training, rng):
         a = self._buf("a", x.shape)
-        self.activation.forward(x, a)
+        act = self.activation
+        self.mask = None
+        if hasattr(act, "forward_masked"):
+            self.mask = mask = self._buf("mask", x.shape, np.bool_)
+            act.forward_masked(x, a, mask)
+        else:
+            act.forward(x, a)
         self.x, self.a = x, a
         return a
 
@@ -290,6 +303,8 @@ class ActivationLayer(Layer):
             return None
         if self.fused:
             return g
+        if self.mask is not None:
+            return self.activation.backward_masked(self.mask, g)
         return self.activation.backward(self.x, self.a, g)
 
 

