@@ -502,6 +502,14 @@ def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namesp
     return run
 
 
+def _add_list_and_show(sub: Any, conn: argparse.ArgumentParser, things: str, show_help: str) -> None:
+    """``list [--limit N]`` and ``show ID`` under a command group (``datasets``, ``models``)."""
+    lst = sub.add_parser("list", parents=[conn], help=f"list {things}")
+    lst.add_argument("--limit", type=int, default=50)
+    show = sub.add_parser("show", parents=[conn], help=show_help)
+    show.add_argument("id")
+
+
 def add_client_commands(subparsers: Any) -> None:
     """Register the user commands on ``subparsers`` (``parser.add_subparsers()``); each sets ``func``."""
     conn = _conn_parent()
@@ -515,10 +523,7 @@ def add_client_commands(subparsers: Any) -> None:
     up.add_argument("--task", choices=("classification", "multilabel", "regression"),
                     help="default: inferred from the targets")
     up.add_argument("--input-shape", help="e.g. 28,28 (default: the number of features)")
-    dl = dsub.add_parser("list", parents=[conn], help="list datasets")
-    dl.add_argument("--limit", type=int, default=50)
-    dshow = dsub.add_parser("show", parents=[conn], help="one dataset as JSON")
-    dshow.add_argument("id")
+    _add_list_and_show(dsub, conn, "datasets", "one dataset as JSON")
     ds.set_defaults(func=_guard(cmd_datasets))
 
     ms = subparsers.add_parser("models", help="create and list models")
@@ -526,10 +531,7 @@ def add_client_commands(subparsers: Any) -> None:
     mc = msub.add_parser("create", parents=[conn], help="create a model from a JSON spec (or Keras JSON)")
     mc.add_argument("spec", metavar="SPEC.json")
     mc.add_argument("--name", help="default: the spec's name, else the file name")
-    ml = msub.add_parser("list", parents=[conn], help="list models")
-    ml.add_argument("--limit", type=int, default=50)
-    mshow = msub.add_parser("show", parents=[conn], help="a model's layers and parameters")
-    mshow.add_argument("id")
+    _add_list_and_show(msub, conn, "models", "a model's layers and parameters")
     ms.set_defaults(func=_guard(cmd_models))
 
     tr = subparsers.add_parser("train", parents=[conn], help="train a model on a dataset, with live progress")

@@ -24,14 +24,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -41,15 +38,9 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
-_spec = importlib.util.spec_from_file_location("bench_service", Path(__file__).with_name("service.py"))
-_bs = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_bs)  # the process helpers of benchmarks/service.py
-free_port, env_with, spawn, stop, wait_http = (_bs.free_port, _bs.env_with, _bs.spawn, _bs.stop,
-                                               _bs.wait_http)
-upload_csv, create_model, digits, percentile = (_bs.upload_csv, _bs.create_model, _bs.digits,
-                                                _bs.percentile)
+from benchmarks._procs import start_embedded, start_production  # noqa: E402
+from benchmarks.service import create_model, digits, percentile, upload_csv, wait_job  # noqa: E402
 
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/13"
 MLP = {"input_shape": [64], "layers": [
     {"type": "dense", "units": 64, "activation": "relu"},
@@ -62,85 +53,8 @@ BACKGROUND_FIT = {**QUICK_FIT, "epochs": 5000, "batch_size": 8}
 
 
 # --------------------------------------------------------------------------------------------------
-# processes
-# --------------------------------------------------------------------------------------------------
-
-
-def start_production(tmp: Path, extra_env: dict[str, str]):
-    import psycopg
-
-    tag = uuid.uuid4().hex[:8]
-    dbname = f"backprop_load_{tag}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{dbname}"')
-    env = env_with(BACKPROP_DATA_DIR=str(tmp / "prod"),
-                   BACKPROP_DATABASE_URL=f"postgresql+psycopg://postgres@127.0.0.1:5432/{dbname}",
-                   BACKPROP_BROKER_URL=REDIS_URL, BACKPROP_QUEUE_NAME=f"load-{tag}", **extra_env)
-    cli = [sys.executable, "-m", "service.cli"]
-    procs: list[subprocess.Popen] = []
-
-    def cleanup() -> None:
-        for p in procs:
-            stop(p)
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-        import redis
-
-        r = redis.Redis.from_url(REDIS_URL)
-        for k in list(r.scan_iter(match=f"*load-{tag}*")):  # the queue and kombu's bindings
-            r.delete(k)
-        r.close()
-
-    try:
-        subprocess.run([*cli, "migrate"], env=env, cwd=ROOT, check=True, capture_output=True, timeout=120)
-        key = subprocess.run([*cli, "keys", "create", "--name", "load"], env=env, cwd=ROOT, check=True,
-                             capture_output=True, text=True, timeout=60).stdout.strip().splitlines()[-1]
-        port = free_port()
-        procs.append(spawn([*cli, "api", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-                           env, tmp / "api.log"))
-        for i in (1, 2):
-            procs.append(spawn([*cli, "worker", "-c", "1", "-n", f"load{i}-{tag}@%h", "--loglevel", "WARNING"],
-                               env, tmp / f"worker{i}.log"))
-        url = f"http://127.0.0.1:{port}"
-        wait_http(url, "/readyz", procs)
-    except BaseException:
-        cleanup()
-        raise
-    return url, key, cleanup
-
-
-def start_embedded(tmp: Path, extra_env: dict[str, str]):
-    data = tmp / "embedded"
-    port = free_port()
-    proc = spawn([sys.executable, "-m", "service.cli", "up", "--port", str(port), "--workers", "2",
-                  "--grace", "3"], env_with(BACKPROP_DATA_DIR=str(data), **extra_env), tmp / "up.log")
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(url, "/readyz", [proc])
-        deadline = time.monotonic() + 10
-        while not (data / "api-key").exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        key = (data / "api-key").read_text().strip()
-    except BaseException:
-        stop(proc)
-        raise
-    return url, key, lambda: stop(proc)
-
-
-# --------------------------------------------------------------------------------------------------
 # the load
 # --------------------------------------------------------------------------------------------------
-
-
-def wait_job(c: httpx.Client, job_id: str, until=("succeeded", "failed", "cancelled"),
-             timeout: float = 300) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = c.get(f"/v1/jobs/{job_id}").json()
-        if job["status"] in until:
-            return job
-        time.sleep(0.05)
-    raise RuntimeError(f"job {job_id} not {until} after {timeout}s")
 
 
 async def _predict_load(url: str, key: str, model_id: str, row: list[float], concurrency: int,
@@ -260,8 +174,10 @@ def main() -> int:
     results: dict[str, Any] = {"mode": args.mode, "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="backprop-load-") as tmpdir:
         tmp = Path(tmpdir)
-        start = start_production if args.mode == "production" else start_embedded
-        url, key, cleanup = start(tmp, extra)
+        if args.mode == "production":
+            url, key, cleanup = start_production(tmp, "load", REDIS_URL, workers=2, extra_env=extra)
+        else:
+            url, key, cleanup = start_embedded(tmp, "--workers", "2", extra_env=extra)
         try:
             c = httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {key}"})
             X, y = digits()

@@ -21,10 +21,7 @@ import argparse
 import io
 import json
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -41,7 +38,10 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+from benchmarks._procs import (child_pids, clean_env, create_database, drop_database,  # noqa: E402
+                               free_port, spawn, start_embedded, start_production, stop, wait_for,
+                               wait_ready)
+
 REDIS_URL = "redis://127.0.0.1:6379/12"
 
 MLP = {"input_shape": [64], "layers": [
@@ -76,53 +76,6 @@ BARE_APP = textwrap.dedent("""
 # --------------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def env_with(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BACKPROP_")}
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env.update(extra)
-    return env
-
-
-def spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(argv, env=env, cwd=ROOT, stdout=open(log, "ab"),
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    proc.wait(10)
-
-
-def wait_http(url: str, path: str, procs: list[subprocess.Popen], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(p.poll() is not None for p in procs):
-            raise RuntimeError(f"a process exited while waiting for {url}")
-        try:
-            if httpx.get(url + path, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url}{path} not ready after {timeout}s")
-
-
 def rss_mb(pid: int) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -133,18 +86,8 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def children(pid: int) -> list[int]:
-    out = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            out += [int(c) for c in (task / "children").read_text().split()]
-        except FileNotFoundError:
-            pass
-    return out
-
-
 def tree_rss_mb(pid: int) -> float:
-    return rss_mb(pid) + sum(tree_rss_mb(c) for c in children(pid))
+    return rss_mb(pid) + sum(tree_rss_mb(c) for c in child_pids(pid))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -173,14 +116,16 @@ def create_model(c: httpx.Client, spec: dict) -> str:
     return r.json()["id"]
 
 
-def wait_job(c: httpx.Client, job_id: str, timeout: float = 300) -> dict:
+def wait_job(c: httpx.Client, job_id: str, until=("succeeded", "failed", "cancelled"),
+             timeout: float = 300) -> dict:
+    """The job once its status is one of ``until`` (by default: finished)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = c.get(f"/v1/jobs/{job_id}").json()
-        if job["status"] in ("succeeded", "failed", "cancelled"):
+        if job["status"] in until:
             return job
         time.sleep(0.02)
-    raise RuntimeError(f"job {job_id} did not finish in {timeout}s")
+    raise RuntimeError(f"job {job_id} not {until} after {timeout}s")
 
 
 def parse_time(s: str) -> float:
@@ -235,10 +180,10 @@ def bench_predict(url: str, key: str, tmp: Path, n: int, results: dict) -> None:
         port = free_port()
         bare = spawn([sys.executable, "-m", "uvicorn", "bare_app:app", "--host", "127.0.0.1",
                       "--port", str(port), "--log-level", "warning", "--no-access-log"],
-                     {**env_with(), "PYTHONPATH": str(tmp)}, tmp / "bare.log")
+                     clean_env(PYTHONPATH=str(tmp)), tmp / "bare.log")
         try:
             bare_url = f"http://127.0.0.1:{port}"
-            wait_http(bare_url, "/docs", [bare])
+            wait_ready(bare_url, [bare], [tmp / "bare.log"], path="/docs")
             with httpx.Client(base_url=bare_url, timeout=30) as b:
                 bare_res = timed_requests(b, "POST", "/predict", one, n, warmup=200)
         finally:
@@ -425,56 +370,6 @@ def bench_checkpoint(db_url: str, workload: str, epochs: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------
 
 
-def start_embedded(tmp: Path) -> tuple[subprocess.Popen, str, str, Path]:
-    data = tmp / "embedded"
-    port = free_port()
-    proc = spawn([sys.executable, "-m", "service.cli", "up", "--port", str(port), "--grace", "3"],
-                 env_with(BACKPROP_DATA_DIR=str(data)), tmp / "up.log")
-    url = f"http://127.0.0.1:{port}"
-    wait_http(url, "/readyz", [proc])
-    deadline = time.monotonic() + 10
-    while not (data / "worker.pid").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return proc, url, (data / "api-key").read_text().strip(), data
-
-
-def start_production(tmp: Path) -> tuple[list[subprocess.Popen], str, str, callable]:
-    import psycopg
-
-    tag = uuid.uuid4().hex[:8]
-    dbname = f"backprop_bench_{tag}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{dbname}"')
-    env = env_with(BACKPROP_DATA_DIR=str(tmp / "prod"),
-                   BACKPROP_DATABASE_URL=f"postgresql+psycopg://postgres@127.0.0.1:5432/{dbname}",
-                   BACKPROP_BROKER_URL=REDIS_URL, BACKPROP_QUEUE_NAME=f"bench-{tag}")
-    cli = [sys.executable, "-m", "service.cli"]
-    subprocess.run([*cli, "migrate"], env=env, cwd=ROOT, check=True, capture_output=True)
-    key = subprocess.run([*cli, "keys", "create", "--name", "bench"], env=env, cwd=ROOT, check=True,
-                         capture_output=True, text=True).stdout.strip().splitlines()[-1]
-    port = free_port()
-    api = spawn([*cli, "api", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-                env, tmp / "prod-api.log")
-    worker = spawn([*cli, "worker", "-c", "1", "-n", f"bench-{tag}@%h", "--loglevel", "WARNING"],
-                   env, tmp / "prod-worker.log")
-    url = f"http://127.0.0.1:{port}"
-    wait_http(url, "/readyz", [api, worker])
-
-    def cleanup() -> None:
-        for p in (api, worker):
-            stop(p)
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-        import redis
-
-        r = redis.Redis.from_url(REDIS_URL)
-        for k in list(r.scan_iter(match=f"*bench-{tag}*")):  # the queue and kombu's bindings
-            r.delete(k)
-        r.close()
-
-    return [api, worker], url, key, cleanup
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smaller counts (a smoke run)")
@@ -488,8 +383,10 @@ def main() -> int:
     t_start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="backprop-bench-") as tmp_s:
         tmp = Path(tmp_s)
-        proc, url, key, data = start_embedded(tmp)
+        url, key, cleanup = start_embedded(tmp)
+        data = tmp / "embedded"
         try:
+            wait_for((data / "worker.pid").exists, 10, "the worker's pid file is written", poll=0.1)
             api_pid = int((data / "api.pid").read_text())
             worker_pid = int((data / "worker.pid").read_text())
             results["rss_start_mb"] = {"api": rss_mb(api_pid), "worker": tree_rss_mb(worker_pid)}
@@ -497,32 +394,26 @@ def main() -> int:
             results["dispatch_embedded"] = bench_dispatch(url, key, n_dispatch)
             bench_training_rss(url, key, api_pid, worker_pid, rows, results)
         finally:
-            stop(proc)
+            cleanup()
         for workload, epochs in (("digits", 30), ("100k", 3 if args.quick else 5)):
             results[f"checkpoint_sqlite_{workload}"] = bench_checkpoint(
                 f"sqlite:///{tmp / f'ck-{workload}.db'}", workload, epochs)
         if not args.skip_redis:
-            procs, url, key, cleanup = start_production(tmp)
+            url, key, cleanup = start_production(tmp, "bench", REDIS_URL)
             try:
                 results["dispatch_redis"] = bench_dispatch(url, key, n_dispatch)
             finally:
                 cleanup()
-            import psycopg
-
-            tag = uuid.uuid4().hex[:8]
-            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-                conn.execute(f'CREATE DATABASE "backprop_ck_{tag}"')
+            ck_db = f"backprop_ck_{uuid.uuid4().hex[:8]}"
+            ck_url = create_database(ck_db)
             try:
                 for workload, epochs in (("digits", 30), ("100k", 3 if args.quick else 5)):
-                    results[f"checkpoint_postgres_{workload}"] = bench_checkpoint(
-                        f"postgresql+psycopg://postgres@127.0.0.1:5432/backprop_ck_{tag}",
-                        workload, epochs)
+                    results[f"checkpoint_postgres_{workload}"] = bench_checkpoint(ck_url, workload, epochs)
             finally:
                 from service.db.session import engine_for
 
                 engine_for.cache_clear()
-                with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-                    conn.execute(f'DROP DATABASE IF EXISTS "backprop_ck_{tag}" WITH (FORCE)')
+                drop_database(ck_db)
     results["seconds"] = time.monotonic() - t_start
     report(results)
     if args.json:

@@ -54,22 +54,26 @@ class ModelCache:
     def bytes(self) -> int:
         return self._bytes
 
+    def _hit(self, key: Key) -> Loaded | None:
+        """The cached item for ``key``, made the most recently used and counted as a hit (under ``_lock``)."""
+        item = self._items.get(key)
+        if item is not None:
+            self._items.move_to_end(key)
+            self.hits += 1
+        return item
+
     def get(self, key: Key, load: Callable[[], tuple[Any, int]]) -> Any:
         """The model for ``key``; ``load() -> (model, size_bytes)`` runs once per key even under concurrency."""
         with self._lock:
-            item = self._items.get(key)
+            item = self._hit(key)
             if item is not None:
-                self._items.move_to_end(key)
-                self.hits += 1
                 return item.model
             key_lock = self._loading.setdefault(key, threading.Lock())
         with key_lock:
             with self._lock:
-                item = self._items.get(key)
-                if item is not None:
-                    self._items.move_to_end(key)
-                    self.hits += 1
-                    return item.model
+                item = self._hit(key)  # loaded by another thread while this one waited for key_lock
+            if item is not None:
+                return item.model
             self.misses += 1
             model, size = load()
             with self._lock:

@@ -23,9 +23,7 @@ import io
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -37,8 +35,11 @@ import httpx
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+# The process helpers are shared with the benchmarks; the fault tests import ``free_port`` and ``wait_for``
+# from here too.
+from benchmarks._procs import (PG_ADMIN_URL, child_pids, clean_env, create_database, drop_database,
+                               free_port, migrate_and_create_key, spawn, spawn_api, spawn_worker,
+                               start_up, stop, tail, wait_for, wait_ready)
 
 FAST_RECOVERY = {
     "BACKPROP_HEARTBEAT_TIMEOUT_S": "3",
@@ -49,99 +50,8 @@ FAST_RECOVERY = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def base_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BACKPROP_")}
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(FAST_RECOVERY)
-    env.update(extra)
-    return env
-
-
-def spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    fh = open(log, "ab")
-    try:
-        return subprocess.Popen(argv, env=env, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-    finally:
-        fh.close()
-
-
-def stop(proc: subprocess.Popen | None, timeout: float = 15.0) -> int | None:
-    if proc is None:
-        return None
-    if proc.poll() is None:
-        try:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:  # pragma: no cover
-        pass
-    return proc.returncode
-
-
-def wait_ready(url: str, procs: list[subprocess.Popen], logs: list[Path], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        for p in procs:
-            if p.poll() is not None:
-                raise RuntimeError(f"a process exited ({p.returncode}):\n" + tail(logs))
-        try:
-            r = httpx.get(url + "/readyz", timeout=2)
-            if r.status_code == 200:
-                return
-            last = r.text
-        except httpx.HTTPError as exc:
-            last = str(exc)
-        time.sleep(0.1)
-    raise RuntimeError(f"not ready after {timeout}s: {last}\n" + tail(logs))
-
-
-def tail(logs: list[Path], n: int = 60) -> str:
-    out = []
-    for log in logs:
-        if log.exists():
-            lines = log.read_text(errors="replace").splitlines()[-n:]
-            out.append(f"--- {log.name} ---\n" + "\n".join(lines))
-    return "\n".join(out)
-
-
-def child_pids(pid: int) -> list[int]:
-    """The direct children of ``pid`` (Linux /proc)."""
-    out: list[int] = []
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children") as fh:
-                out += [int(p) for p in fh.read().split()]
-    except OSError:
-        pass
-    return out
-
-
-def wait_for(pred: Callable[[], Any], timeout: float, what: str, poll: float = 0.02,
-             on_timeout: Callable[[], str] = lambda: "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not after {timeout}s\n{on_timeout()}")
-        time.sleep(poll)
+    return clean_env(**{**FAST_RECOVERY, **extra})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -296,32 +206,25 @@ class Service:
 @pytest.fixture(scope="session")
 def embedded_service(tmp_path_factory):
     data = tmp_path_factory.mktemp("embedded")
-    port = free_port()
     env = base_env(BACKPROP_DATA_DIR=str(data), BACKPROP_TEST_HOOKS_DIR=str(data / "hooks"))
     (data / "hooks").mkdir()
     log = data / "up.log"
-    proc = spawn([sys.executable, "-m", "service.cli", "up", "--port", str(port), "--grace", "3",
-                  "--log-level", "warning"], env, log)
-    url = f"http://127.0.0.1:{port}"
+    proc, url, key = start_up(data, env, log, "--log-level", "warning")
+
+    def pid_of(name: str) -> int:
+        return int((data / f"{name}.pid").read_text())
+
+    def kill_worker() -> None:
+        os.killpg(pid_of("worker"), signal.SIGKILL)  # the worker and its pool child
+
+    def restart_api() -> None:
+        old = pid_of("api")
+        os.killpg(old, signal.SIGKILL)
+        wait_for(lambda: pid_of("api") != old, 20, "the supervisor restarts the API")
+        wait_ready(url, [proc], [log], timeout=60)
+
     svc_rc = None
     try:
-        wait_ready(url, [proc], [log])
-        key_file = data / "api-key"
-        wait_for(key_file.exists, 10, "the first API key is written")
-        key = key_file.read_text().strip()
-
-        def pid_of(name: str) -> int:
-            return int((data / f"{name}.pid").read_text())
-
-        def kill_worker() -> None:
-            os.killpg(pid_of("worker"), signal.SIGKILL)  # the worker and its pool child
-
-        def restart_api() -> None:
-            old = pid_of("api")
-            os.killpg(old, signal.SIGKILL)
-            wait_for(lambda: pid_of("api") != old, 20, "the supervisor restarts the API")
-            wait_ready(url, [proc], [log], timeout=60)
-
         yield Service("embedded", url, key, env, [log], data, kill_worker,
                       lambda: pid_of("worker"), restart_api, {"up": proc})
     finally:
@@ -344,12 +247,9 @@ def pg_available() -> bool:
 def production_service(tmp_path_factory):
     if not pg_available() or shutil.which("redis-server") is None:
         pytest.skip("PostgreSQL and redis-server are needed for the production-mode tests")
-    import psycopg
-
     tag = uuid.uuid4().hex[:10]
     dbname = f"backprop_e2e_{tag}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{dbname}"')
+    db_url = create_database(dbname)
     data = tmp_path_factory.mktemp("production")
     (data / "hooks").mkdir()
     redis_server = RedisServer(data / "redis")
@@ -358,28 +258,21 @@ def production_service(tmp_path_factory):
         redis_server.start()
         env = base_env(
             BACKPROP_DATA_DIR=str(data),
-            BACKPROP_DATABASE_URL=f"postgresql+psycopg://postgres@127.0.0.1:5432/{dbname}",
+            BACKPROP_DATABASE_URL=db_url,
             BACKPROP_BROKER_URL=redis_server.url,
             BACKPROP_QUEUE_NAME=f"training-e2e-{tag}",
             BACKPROP_TEST_HOOKS_DIR=str(data / "hooks"),
         )
-        cli = [sys.executable, "-m", "service.cli"]
-        subprocess.run([*cli, "migrate"], env=env, cwd=ROOT, check=True, capture_output=True,
-                       timeout=120)
-        key = subprocess.run([*cli, "keys", "create", "--name", "e2e"], env=env, cwd=ROOT,
-                             check=True, capture_output=True, text=True,
-                             timeout=60).stdout.strip().splitlines()[-1]
+        key = migrate_and_create_key(env, "e2e")
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         api_log, worker_log = data / "api.log", data / "worker.log"
 
         def start_api() -> None:
-            procs["api"] = spawn([*cli, "api", "--host", "127.0.0.1", "--port", str(port),
-                                  "--log-level", "warning"], env, api_log)
+            procs["api"] = spawn_api(env, port, api_log)
 
         def start_worker() -> None:
-            procs["worker"] = spawn([*cli, "worker", "-c", "1", "-n", f"e2e-{tag}@%h",
-                                     "--loglevel", "INFO"], env, worker_log)
+            procs["worker"] = spawn_worker(env, f"e2e-{tag}@%h", worker_log, loglevel="INFO")
 
         def kill_worker() -> None:
             os.killpg(procs["worker"].pid, signal.SIGKILL)
@@ -406,8 +299,7 @@ def production_service(tmp_path_factory):
 
         engine_for.cache_clear()
         try:
-            with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+            drop_database(dbname)
         except Exception:
             pass
 

@@ -139,15 +139,6 @@ def row_metrics(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if k not in NON_METRIC_KEYS}
 
 
-def monitor_value(metrics: dict[str, Any]) -> float | None:
-    """The value that ranks checkpoints: val_loss when there is a validation split, else loss."""
-    for key in ("val_loss", "loss"):
-        v = metrics.get(key)
-        if isinstance(v, (int, float)) and math.isfinite(v):
-            return float(v)
-    return None
-
-
 def worker_token() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.config import Settings
 from service.db.models import Dataset, Job
-from service.errors import Conflict, Invalid, LimitExceeded, NotFound
+from service.errors import Conflict, Invalid, LimitExceeded
+from service.services.queries import get_owned, page
 from service.training_data import pack_arrays
 
 TASKS = ("classification", "multilabel", "regression")
@@ -407,22 +408,12 @@ def create_from_json(session: Session, settings: Settings, owner_id: str, body: 
 
 
 def get(session: Session, owner_id: str, dataset_id: str) -> Dataset:
-    row = session.get(Dataset, dataset_id)
-    if row is None or row.owner_id != owner_id:
-        raise NotFound.of("dataset", dataset_id)
-    return row
+    return get_owned(session, Dataset, "dataset", owner_id, dataset_id)
 
 
 def list_(session: Session, owner_id: str, limit: int, offset: int) -> tuple[list[Dataset], int]:
-    total = session.scalar(select(func.count()).select_from(Dataset).where(Dataset.owner_id == owner_id)) or 0
-    rows = session.scalars(
-        select(Dataset)
-        .where(Dataset.owner_id == owner_id)
-        .order_by(Dataset.created_at.desc(), Dataset.id.desc())
-        .limit(limit)
-        .offset(offset)
-    ).all()
-    return list(rows), int(total)
+    return page(session, Dataset, [Dataset.owner_id == owner_id], [Dataset.created_at.desc(), Dataset.id.desc()],
+                limit, offset)
 
 
 def delete(session: Session, owner_id: str, dataset_id: str) -> None:

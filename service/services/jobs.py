@@ -11,8 +11,9 @@ from sqlalchemy.orm import Session
 
 from service.config import Settings
 from service.db.models import Checkpoint, Dataset, Job, Model, Owner, utcnow
-from service.errors import Conflict, Invalid, LimitExceeded, NotFound, TooManyRequests
+from service.errors import Conflict, Invalid, LimitExceeded, TooManyRequests
 from service.services import engine_port
+from service.services.queries import get_owned, page
 from service.services.hooks import after_commit
 from service.training_data import TargetMismatch, check_targets, n_outputs_of, n_targets_of, target_shape
 
@@ -147,10 +148,7 @@ def create(
 
 
 def get(session: Session, owner_id: str, job_id: str) -> Job:
-    row = session.get(Job, job_id)
-    if row is None or row.owner_id != owner_id:
-        raise NotFound.of("job", job_id)
-    return row
+    return get_owned(session, Job, "job", owner_id, job_id)
 
 
 def list_(
@@ -166,11 +164,7 @@ def list_(
         where.append(Job.status == status)
     if model_id is not None:
         where.append(Job.model_id == model_id)
-    total = session.scalar(select(func.count()).select_from(Job).where(*where)) or 0
-    rows = session.scalars(
-        select(Job).where(*where).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit).offset(offset)
-    ).all()
-    return list(rows), int(total)
+    return page(session, Job, where, [Job.created_at.desc(), Job.id.desc()], limit, offset)
 
 
 def cancel(session: Session, owner_id: str, job_id: str) -> Job:
@@ -207,12 +201,4 @@ def list_checkpoints(
     session: Session, owner_id: str, job_id: str, limit: int, offset: int
 ) -> tuple[list[Checkpoint], int]:
     get(session, owner_id, job_id)
-    total = session.scalar(select(func.count()).select_from(Checkpoint).where(Checkpoint.job_id == job_id)) or 0
-    rows = session.scalars(
-        select(Checkpoint)
-        .where(Checkpoint.job_id == job_id)
-        .order_by(Checkpoint.epoch.desc())
-        .limit(limit)
-        .offset(offset)
-    ).all()
-    return list(rows), int(total)
+    return page(session, Checkpoint, [Checkpoint.job_id == job_id], [Checkpoint.epoch.desc()], limit, offset)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, undefer
 
 from service.config import Settings
@@ -12,6 +12,7 @@ from service.db.models import Model, ModelVersion
 from service.errors import Invalid, LimitExceeded, NotFound
 from service.exports import export_model
 from service.services import engine_port
+from service.services.queries import get_owned, page
 
 
 def _estimate_params(spec: dict[str, Any]) -> int:
@@ -74,22 +75,12 @@ def create(session: Session, settings: Settings, owner_id: str, body: Any) -> Mo
 
 
 def get(session: Session, owner_id: str, model_id: str) -> Model:
-    row = session.get(Model, model_id)
-    if row is None or row.owner_id != owner_id:
-        raise NotFound.of("model", model_id)
-    return row
+    return get_owned(session, Model, "model", owner_id, model_id)
 
 
 def list_(session: Session, owner_id: str, limit: int, offset: int) -> tuple[list[Model], int]:
-    total = session.scalar(select(func.count()).select_from(Model).where(Model.owner_id == owner_id)) or 0
-    rows = session.scalars(
-        select(Model)
-        .where(Model.owner_id == owner_id)
-        .order_by(Model.created_at.desc(), Model.id.desc())
-        .limit(limit)
-        .offset(offset)
-    ).all()
-    return list(rows), int(total)
+    return page(session, Model, [Model.owner_id == owner_id], [Model.created_at.desc(), Model.id.desc()],
+                limit, offset)
 
 
 def delete(session: Session, owner_id: str, model_id: str) -> None:
@@ -106,17 +97,8 @@ def list_versions(
     session: Session, owner_id: str, model_id: str, limit: int, offset: int
 ) -> tuple[list[ModelVersion], int]:
     get(session, owner_id, model_id)
-    total = session.scalar(
-        select(func.count()).select_from(ModelVersion).where(ModelVersion.model_id == model_id)
-    ) or 0
-    rows = session.scalars(
-        select(ModelVersion)
-        .where(ModelVersion.model_id == model_id)
-        .order_by(ModelVersion.version.desc())
-        .limit(limit)
-        .offset(offset)
-    ).all()
-    return list(rows), int(total)
+    return page(session, ModelVersion, [ModelVersion.model_id == model_id], [ModelVersion.version.desc()],
+                limit, offset)
 
 
 def get_version(

@@ -89,7 +89,8 @@ def record_epoch(
     return True
 
 
-def _monitor(metrics: dict[str, Any]) -> float | None:
+def monitor_value(metrics: dict[str, Any]) -> float | None:
+    """The value that ranks checkpoints: val_loss when there is a validation split, else loss."""
     for key in ("val_loss", "loss"):
         v = metrics.get(key)
         if isinstance(v, (int, float)) and math.isfinite(v):
@@ -122,9 +123,9 @@ def save_checkpoint(
     if _locked_job(session, job_id, worker) is None:
         return False
     session.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.epoch == epoch))
-    value = _monitor(metrics)
+    value = monitor_value(metrics)
     best = session.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.is_best.is_(True))).all()
-    best_value = min((v for v in (_monitor(b.metrics or {}) for b in best) if v is not None), default=None)
+    best_value = min((v for v in (monitor_value(b.metrics or {}) for b in best) if v is not None), default=None)
     is_best = value is not None and (best_value is None or value < best_value)
     if is_best:
         for b in best:
@@ -202,11 +203,12 @@ def complete_job(
     return version
 
 
-def fail_job(session: Session, job_id: str, code: str, message: str, worker: str | None = None) -> bool:
+def _finish(session: Session, job_id: str, worker: str | None, **values: Any) -> bool:
+    """End the job (``values``: its status and the rest) if ``worker`` still holds it; False otherwise."""
     res = session.execute(
         update(Job)
         .where(*_fence(job_id, worker))
-        .values(status="failed", error={"code": code, "message": message}, finished_at=utcnow())
+        .values(finished_at=utcnow(), **values)
         .execution_options(synchronize_session=False)
     )
     session.flush()
@@ -214,17 +216,11 @@ def fail_job(session: Session, job_id: str, code: str, message: str, worker: str
         return False
     prune_checkpoints(session, job_id, keep_last=1)  # finished: the best and the last stay
     return True
+
+
+def fail_job(session: Session, job_id: str, code: str, message: str, worker: str | None = None) -> bool:
+    return _finish(session, job_id, worker, status="failed", error={"code": code, "message": message})
 
 
 def cancel_running(session: Session, job_id: str, worker: str | None = None) -> bool:
-    res = session.execute(
-        update(Job)
-        .where(*_fence(job_id, worker))
-        .values(status="cancelled", finished_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-    session.flush()
-    if res.rowcount != 1:
-        return False
-    prune_checkpoints(session, job_id, keep_last=1)  # finished: the best and the last stay
-    return True
+    return _finish(session, job_id, worker, status="cancelled")
