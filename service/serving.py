@@ -69,22 +69,28 @@ class ModelCache:
             if item is not None:
                 return item.model
             key_lock = self._loading.setdefault(key, threading.Lock())
-        with key_lock:
+        try:
+            with key_lock:
+                with self._lock:
+                    item = self._hit(key)  # loaded by another thread while this one waited for key_lock
+                if item is not None:
+                    return item.model
+                self.misses += 1
+                model, size = load()
+                with self._lock:
+                    if size <= self.max_bytes:
+                        self._items[key] = Loaded(model, size)
+                        self._bytes += size
+                        while self._bytes > self.max_bytes and self._items:
+                            _, old = self._items.popitem(last=False)
+                            self._bytes -= old.size
+                return model
+        finally:
+            # Dropped on every path (a failed load, or a load done by another thread): the per-key lock
+            # exists only while somebody is loading.
             with self._lock:
-                item = self._hit(key)  # loaded by another thread while this one waited for key_lock
-            if item is not None:
-                return item.model
-            self.misses += 1
-            model, size = load()
-            with self._lock:
-                self._loading.pop(key, None)
-                if size <= self.max_bytes:
-                    self._items[key] = Loaded(model, size)
-                    self._bytes += size
-                    while self._bytes > self.max_bytes and self._items:
-                        _, old = self._items.popitem(last=False)
-                        self._bytes -= old.size
-            return model
+                if self._loading.get(key) is key_lock and not key_lock.locked():
+                    self._loading.pop(key, None)
 
     def peek(self, key: Key) -> Any | None:
         """The cached value for ``key`` or None; never loads (the hot path of predictions)."""

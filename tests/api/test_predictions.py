@@ -150,6 +150,19 @@ def test_cache_is_bounded_by_bytes():
     assert cache.bytes == 60
     cache.evict_model("m")
     assert len(cache) == 0
+    assert cache._loading == {}  # per-key load locks live only while a load runs
+
+
+def test_cache_forgets_a_failed_load():
+    cache = ModelCache(max_bytes=100)
+
+    def broken():
+        raise ValueError("stored archive is invalid")
+
+    with pytest.raises(ValueError):
+        cache.get(("m", 1), broken)
+    assert cache._loading == {} and len(cache) == 0
+    assert cache.get(("m", 1), lambda: ("ok", 10)) == "ok"
 
 
 def test_digits_loop_over_http(client, make_key, session_factory):
