@@ -301,6 +301,14 @@ class SGD(Optimizer):
             np.subtract(p, t0, out=p)
 
 
+def _decay_add_square(acc, decay, g, scratch):
+    """acc <- decay*acc + g^2 in place (the second-moment sum of RMSprop, Adam and Nadam); returns acc."""
+    np.multiply(acc, decay, out=acc)
+    np.multiply(g, g, out=scratch)
+    np.add(acc, scratch, out=acc)
+    return acc
+
+
 class RMSprop(Optimizer):
     """Keras RMSprop: v <- rho*v + (1-rho)*g^2; inc = lr*g/sqrt(v + eps) (centered: sqrt(v - gbar^2 + eps),
     gbar <- rho*gbar + (1-rho)*g); with momentum m <- momentum*m + inc, w -= m; else w -= inc.
@@ -336,10 +344,7 @@ class RMSprop(Optimizer):
 
     def _update(self, p, g, t0, t1, s, c):
         rho, k, eps, lr, mu = c
-        v = s["v_sum"]
-        np.multiply(v, rho, out=v)
-        np.multiply(g, g, out=t0)
-        np.add(v, t0, out=v)                            # v_sum = rho*v_sum + g^2
+        v = _decay_add_square(s["v_sum"], rho, g, t0)  # v_sum = rho*v_sum + g^2
         if self.centered:
             gs = s["g_sum"]
             np.multiply(gs, rho, out=gs)
@@ -396,10 +401,8 @@ class Adam(Optimizer):
 
     def _update(self, p, g, t0, t1, s, c):
         b1, b2, eps, step = c
-        m, v = s["m_sum"], s["v_sum"]
-        np.multiply(v, b2, out=v)
-        np.multiply(g, g, out=t0)
-        np.add(v, t0, out=v)                            # v_sum = b2*v_sum + g^2
+        m = s["m_sum"]
+        v = _decay_add_square(s["v_sum"], b2, g, t0)   # v_sum = b2*v_sum + g^2
         np.multiply(m, b1, out=m)
         np.add(m, g, out=m)                             # m_sum = b1*m_sum + g
         if self.amsgrad:
@@ -448,19 +451,15 @@ class Adadelta(Optimizer):
 
     def _update(self, p, g, t0, t1, s, c):
         rho, eps, lr = c
-        v, d = s["v_sum"], s["delta_sum"]
-        np.multiply(v, rho, out=v)
-        np.multiply(g, g, out=t0)
-        np.add(v, t0, out=v)                            # v_sum = rho*v_sum + g^2
+        d = s["delta_sum"]
+        v = _decay_add_square(s["v_sum"], rho, g, t0)  # v_sum = rho*v_sum + g^2
         np.add(v, eps, out=t1)
         np.sqrt(t1, out=t1)                             # sqrt(Eg + eps) / sqrt(1-rho)
         np.add(d, eps, out=t0)
         np.sqrt(t0, out=t0)                             # sqrt(Ed + eps) / sqrt(1-rho)
         np.multiply(t0, g, out=t0)
         np.divide(t0, t1, out=t0)                       # -d
-        np.multiply(d, rho, out=d)
-        np.multiply(t0, t0, out=t1)
-        np.add(d, t1, out=d)                            # delta_sum = rho*delta_sum + d^2
+        _decay_add_square(d, rho, t0, t1)               # delta_sum = rho*delta_sum + d^2
         np.multiply(t0, lr, out=t0)
         np.subtract(p, t0, out=p)
 
@@ -538,10 +537,8 @@ class Nadam(Optimizer):
 
     def _update(self, p, g, t0, t1, s, c):
         b1, b2, eps, a, b = c
-        m, v = s["m_sum"], s["v_sum"]
-        np.multiply(v, b2, out=v)
-        np.multiply(g, g, out=t0)
-        np.add(v, t0, out=v)                            # v_sum = b2*v_sum + g^2
+        m = s["m_sum"]
+        v = _decay_add_square(s["v_sum"], b2, g, t0)   # v_sum = b2*v_sum + g^2
         np.multiply(m, b1, out=m)
         np.add(m, g, out=m)                             # m_sum = b1*m_sum + g
         np.multiply(m, a, out=t1)
