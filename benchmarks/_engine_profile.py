@@ -45,6 +45,19 @@ def _wrap(obj, name: str, label: str, totals: dict) -> None:
     setattr(obj, name, timed)
 
 
+def _wrap_factory(module, method: str, label: str, totals: dict[str, float]):
+    """Make ``module.get`` time ``method`` of every object it builds; returns a function that undoes it."""
+    real_get = module.get
+
+    def get(config):
+        obj = real_get(config)
+        _wrap(obj, method, label, totals)
+        return obj
+
+    module.get = get
+    return lambda: setattr(module, "get", real_get)
+
+
 def profile(net: str, samples: int = 16384, epochs: int = 3) -> None:
     *_, batch, loss, _ = NETS[net]
     X, y = make_data(net, samples)
@@ -53,25 +66,15 @@ def profile(net: str, samples: int = 16384, epochs: int = 3) -> None:
     for i, layer in enumerate(model.layers):
         _wrap(layer, "forward", f"{i} {layer.type} forward", totals)
         _wrap(layer, "backward", f"{i} {layer.type} backward", totals)
-    real_get = optimizers.get
-
-    def get(config):
-        opt = real_get(config)
-        _wrap(opt, "step", "optimizer step", totals)
-        return opt
-
-    optimizers.get = get
     from engine import losses
-    real_loss_get = losses.get
 
-    def loss_get(config):
-        obj = real_loss_get(config)
-        _wrap(obj, "value_and_grad", "loss value_and_grad", totals)
-        return obj
-
-    losses.get = loss_get
-    history = model.fit(X, y, loss=loss, optimizer="adam", epochs=epochs, batch_size=batch, metrics=[], seed=3)
-    optimizers.get, losses.get = real_get, real_loss_get
+    restore = [_wrap_factory(optimizers, "step", "optimizer step", totals),
+               _wrap_factory(losses, "value_and_grad", "loss value_and_grad", totals)]
+    try:
+        history = model.fit(X, y, loss=loss, optimizer="adam", epochs=epochs, batch_size=batch, metrics=[], seed=3)
+    finally:
+        for undo in restore:
+            undo()
     batches = epochs * -(-samples // batch)
     wall = sum(row["seconds"] for row in history)
     print(f"net ({net}) batch {batch}: {wall / batches * 1e6:8.1f} us per step ({samples * epochs / wall:,.0f} "
@@ -81,7 +84,7 @@ def profile(net: str, samples: int = 16384, epochs: int = 3) -> None:
     rest = wall - sum(totals.values())
     print(f"  {'rest of the fit loop':32s} {rest / batches * 1e6:8.1f} us")
 
-    opt = real_get("adam")
+    opt = optimizers.get("adam")
     params, grads = model.params.copy(), model.grads.copy()
     opt.build(params, model.segments)
     g = np.empty_like(grads)
