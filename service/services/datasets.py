@@ -86,6 +86,19 @@ def _loc(root: list[str | int], i: int, name: str, lines: list[int] | None) -> l
     return [*root, i + 1, name] if lines else [*root, i]
 
 
+def _as_float32(values: np.ndarray) -> tuple[np.ndarray, tuple[int, int, str] | None]:
+    """``values`` (float64, 2-D) as float32, and the first cell that is not a finite float32 (row, column, why):
+    a finite float64 beyond float32's range would otherwise become infinity on the way into training."""
+    with np.errstate(over="ignore"):      # reported through the return value, with the place
+        x = values.astype(np.float32)
+    bad = ~np.isfinite(x)
+    if not bad.any():
+        return x, None
+    i, j = map(int, np.argwhere(bad)[0])
+    why = "beyond the float32 range (about 3.4e38)" if math.isfinite(values[i, j]) else "NaN or infinite value"
+    return x, (i, j, why)
+
+
 def _build_targets(
     columns: list[list[Any]], task: str, target_names: list[str], lines: list[int] | None, loc_root: list[str | int]
 ) -> tuple[np.ndarray, list[Any] | None]:
@@ -127,12 +140,11 @@ def _build_targets(
                     loc=_loc(loc_root, i, target_names[j], lines),
                 )
             values[i, j] = v
-    bad = ~np.isfinite(values)
-    if bad.any():
-        i, j = map(int, np.argwhere(bad)[0])
+    values32, bad = _as_float32(values)
+    if bad:
+        i, j, why = bad
         raise Invalid(
-            f"{_where(i, lines)}, column {target_names[j]!r}: NaN or infinite value",
-            loc=_loc(loc_root, i, target_names[j], lines),
+            f"{_where(i, lines)}, column {target_names[j]!r}: {why}", loc=_loc(loc_root, i, target_names[j], lines)
         )
     if task == "multilabel":
         off = ~np.isin(values, (0.0, 1.0))
@@ -143,8 +155,8 @@ def _build_targets(
                 f"got {values[i, j]:g}",
                 loc=_loc(loc_root, i, target_names[j], lines),
             )
-        return values.astype(np.float32), list(target_names)
-    return values.astype(np.float32), None
+        return values32, list(target_names)
+    return values32, None
 
 
 def _check_limits(n: int, n_features: int, settings: Settings) -> None:
@@ -241,15 +253,11 @@ class _FeatureBlocks:
             values = np.array([[float(cell) for cell in cells] for cells in block], dtype=np.float64)
         if self.not_finite is not None:
             return
-        with np.errstate(over="ignore"):      # reported below, with the place
-            x = values.astype(np.float32)
-        bad = ~np.isfinite(x)
-        if bad.any():
-            r, j = map(int, np.argwhere(bad)[0])
+        x, bad = _as_float32(values)
+        if bad:
+            r, j, why = bad
             i, name = start + r, self.names[j]
-            what = "beyond the float32 range (about 3.4e38)" if math.isfinite(values[r, j]) else \
-                "NaN or infinite value"
-            self.not_finite = Invalid(f"row {i + 1} (line {lines[i]}), column {name!r}: {what}",
+            self.not_finite = Invalid(f"row {i + 1} (line {lines[i]}), column {name!r}: {why}",
                                       loc=[*self.loc_root, i + 1, name])
             return
         self.blocks.append(x)
@@ -403,10 +411,10 @@ def parse_json(
     names = feature_names or [f"x{j}" for j in range(width)]
     if len(names) != width:
         raise Invalid(f"feature_names has {len(names)} names for {width} features", loc=["body", "feature_names"])
-    bad = ~np.isfinite(X)
-    if bad.any():
-        i, j = map(int, np.argwhere(bad)[0])
-        raise Invalid(f"row {i + 1}, column {names[j]!r}: NaN or infinite value", loc=[*loc_f, i, j])
+    X, bad = _as_float32(X)
+    if bad:
+        i, j, why = bad
+        raise Invalid(f"row {i + 1}, column {names[j]!r}: {why}", loc=[*loc_f, i, j])
 
     loc_t: list[str | int] = ["body", "targets"]
     nested = [isinstance(t, list) for t in targets]
@@ -434,7 +442,7 @@ def parse_json(
         )
     task = task or _infer_task(columns, n)
     y, classes = _build_targets(columns, task, tnames, None, loc_t)
-    return Parsed(X.astype(np.float32), y, task, list(names), list(tnames), classes)
+    return Parsed(X, y, task, list(names), list(tnames), classes)
 
 
 # ---------------------------------------------------------------------------------------------- storage

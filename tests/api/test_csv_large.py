@@ -1,5 +1,5 @@
 """CSV uploads past one conversion block (65,536 cells: 10,922 rows of the 6 features here): exact values, errors that name the right row and line in
-any block, the whole-file order of errors, float32 range, and the parser's memory (tracemalloc) against the size
+any block, the whole-file order of errors, float32 range (CSV and JSON), and the parser's memory (tracemalloc) against the size
 of the file."""
 from __future__ import annotations
 
@@ -105,3 +105,16 @@ def test_parser_memory_stays_a_small_multiple_of_the_file():
         tracemalloc.stop()
     assert parsed.X.shape == (5000, 200)
     assert peak < 4 * len(raw), f"parser peak {peak / len(raw):.1f}x the file"
+
+
+def test_json_features_and_regression_targets_beyond_float32_are_refused(client, auth):
+    r = client.post("/v1/datasets", headers=auth, json={"name": "j", "features": [[1.0], [1e39], [2.0]],
+                                                         "targets": [0, 1, 0]})
+    assert r.status_code == 422 and "float32 range" in r.json()["detail"]
+    assert r.json()["errors"][0]["loc"] == ["body", "features", 1, 0]
+    r = client.post("/v1/datasets", headers=auth, json={"name": "j", "features": [[1.0], [2.0], [3.0]],
+                                                         "targets": [0.5, -1e39, 2.5], "task": "regression"})
+    assert r.status_code == 422 and "float32 range" in r.json()["detail"], r.text
+    r = client.post("/v1/datasets", headers=auth, files={"file": ("d.csv", b"a,y\n1,0.5\n2,1e39\n3,2.5\n")},
+                    data={"name": "c", "target": "y", "task": "regression"})
+    assert r.status_code == 422 and "row 2 (line 3), column 'y'" in r.json()["detail"], r.text
