@@ -1,6 +1,7 @@
-"""CSV uploads past one conversion block (65,536 cells: 10,922 rows of the 6 features here): exact values, errors that name the right row and line in
-any block, the whole-file order of errors, float32 range (CSV and JSON), and the parser's memory (tracemalloc) against the size
-of the file."""
+"""Dataset parsing at scale and at the edges of float32: CSV files past one conversion block (65,536 cells,
+10,922 rows of the 6 features here) give exact values; errors name the right row and line in any block and keep
+the whole-file order; values beyond float32 are refused in CSV and JSON; the parser's memory (tracemalloc) stays a
+small multiple of the file."""
 from __future__ import annotations
 
 import tracemalloc
