@@ -277,6 +277,22 @@ def optimizer_steps(net: str = "a", reps: int = 300) -> dict[str, float]:
     return out
 
 
+def cpu_model() -> str:
+    """The processor's name from /proc/cpuinfo (the figures differ a lot between hosts), or the platform's."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    if "model name" in fields:
+        return f"{fields['model name']} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')})"
+    import platform
+    return platform.processor() or platform.machine()
+
+
 def blas_report() -> list[str]:
     try:
         from threadpoolctl import threadpool_info
@@ -333,6 +349,7 @@ def main(argv=None) -> None:
           f"{os.cpu_count()} CPUs, best of {rounds} interleaved round(s), load average {os.getloadavg()[0]:.2f} "
           f"at start")
     stripped = os.environ.get("_BACKPROP_BENCH_STRIPPED")
+    print(f"cpu: {cpu_model()}")
     print(f"environment: {'removed ' + stripped if stripped else 'unchanged'}; numpy {np.__version__}"
           + (f", torch {torch.__version__}" if torch else ""))
 
@@ -361,16 +378,20 @@ def main(argv=None) -> None:
 
     print()
     engine_cols = "".join(f" {f'engine {k}T':>10s}" for k in settings)
-    print(f"{'samples/s':36s}{engine_cols} {f'torch {THREADS}T':>10s} {'ratio':>7s} {f'sklearn {THREADS}T':>10s} "
-          f"{'ratio':>7s}")
+    print(f"{'samples/s':36s}{engine_cols} {f'torch {THREADS}T':>10s} {'ratio':>7s} {'bound':>7s} "
+          f"{f'sklearn {THREADS}T':>10s} {'ratio':>7s}")
+    top = max(peak.values())
     for net, best in results.items():
         e = max(best[k] for k in settings)
         t, s = best["torch"], best["sklearn"]
-        t_cols = f"{t:10,.0f} {e / t:6.2f}x" if t else f"{'-':>10s} {'-':>7s}"
+        bound = top / matmul_flops_per_sample(net)      # samples/s if matmuls ran at peak and nothing else cost
+        t_cols = f"{t:10,.0f} {e / t:6.2f}x {bound / t:6.2f}x" if t else f"{'-':>10s} {'-':>7s} {'-':>7s}"
         s_cols = f"{s:10,.0f} {e / s:6.2f}x" if s else f"{'n/a' if s is None else '-':>10s} {'-':>7s}"
         engines = "".join(f" {best[k]:10,.0f}" for k in settings)
         print(f"({net}) {DESCRIPTIONS[net]:32s}{engines} {t_cols} {s_cols}")
     print("ratios: the engine's best thread setting over the other framework (targets: >= 1.5x torch on each net)")
+    print("bound: the ratio to torch of any NumPy engine whose matmuls ran at this run's measured matmul peak and "
+          "whose every other\n       operation (activations, loss, optimizer, batch gather) took no time at all")
     if torch is not None:
         print(f"torch: {torch_label}, torch.set_num_threads({THREADS}); load average {os.getloadavg()[0]:.2f} at the "
               f"end (other processes on the machine distort multi-threaded BLAS most)")
