@@ -12,15 +12,18 @@ WORKDIR /app
 
 # Dependencies first (cached while only the code changes), then the code.
 COPY pyproject.toml README.md ./
-RUN mkdir -p engine service workers migrations \
+RUN mkdir -p engine service workers migrations backprop_client \
     && touch engine/__init__.py service/__init__.py workers/__init__.py migrations/__init__.py \
+       backprop_client/__init__.py \
     && pip install . \
     && pip uninstall -y backprop \
-    && rm -rf engine service workers migrations
+    && rm -rf engine service workers migrations backprop_client
 COPY engine ./engine
 COPY service ./service
 COPY workers ./workers
 COPY migrations ./migrations
+# the CLI's user commands live here: without it `backprop api` cannot start
+COPY backprop_client ./backprop_client
 RUN pip install --no-deps . && rm -rf build
 
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin backprop \
