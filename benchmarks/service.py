@@ -5,7 +5,7 @@
 Measures, in one run:
 1. single-row predict p50/p99 and requests/s (one keep-alive connection, sequential) beside a bare
    FastAPI endpoint served the same way (uvicorn, one process), as ratios;
-2. a 1,000-row predict;
+2. a 1,000-row predict, and single-row predict while another client uploads large JSON datasets;
 3. job dispatch, POST /v1/jobs -> the job's ``started_at`` (the worker's claim), embedded (SQLite +
    SQLAlchemy transport) and production (PostgreSQL + Redis);
 4. checkpoint write time (engine checkpoint + the worker's database transaction) as a share of the
@@ -191,11 +191,57 @@ def bench_predict(url: str, key: str, tmp: Path, n: int, results: dict) -> None:
         path = f"/v1/models/{model}/predict"
         svc_res = timed_requests(c, "POST", path, one, n, warmup=200)
         big = timed_requests(c, "POST", path, thousand, max(n // 50, 20), warmup=5)
+        results["predict_during_uploads"] = predict_during_json_uploads(c, url, key, path, one, n)
     results["predict_1_row"] = svc_res
     results["bare_fastapi"] = bare_res
     results["predict_ratio_p50"] = svc_res["p50_ms"] / bare_res["p50_ms"]
     results["predict_ratio_rps"] = svc_res["rps"] / bare_res["rps"]
     results["predict_1000_rows"] = big
+
+
+def predict_during_json_uploads(c: httpx.Client, url: str, key: str, path: str, one: dict, n: int) -> dict:
+    """Single-row predict latency while a second client uploads 16 MiB JSON datasets back to back (each one
+    decoded, checked and stored by the same API process), beside the same requests with nothing else running."""
+    import threading
+
+    def latencies(count: int) -> list[float]:
+        out = []
+        for _ in range(count):
+            t = time.perf_counter()
+            c.post(path, json=one).raise_for_status()
+            out.append(time.perf_counter() - t)
+        return out
+
+    quiet = latencies(n)
+    rng = np.random.default_rng(0)
+    body = json.dumps({"name": "bench-json", "features": rng.standard_normal((20_000, 100)).round(4).tolist(),
+                       "targets": [i % 3 for i in range(20_000)]}).encode()
+    stop, uploads = threading.Event(), []
+
+    def uploader() -> None:
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}",
+                                                 "Content-Type": "application/json"}, timeout=120) as u:
+            while not stop.is_set():
+                u.post("/v1/datasets", content=body).raise_for_status()
+                uploads.append(1)
+
+    thread = threading.Thread(target=uploader, daemon=True)
+    thread.start()
+    try:
+        busy = []
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and (len(uploads) < 5 or len(busy) < n):
+            busy += latencies(20)
+    finally:
+        stop.set()
+        thread.join(timeout=120)
+
+    def summary(xs: list[float]) -> dict[str, float]:
+        return {"p50_ms": percentile(xs, 50) * 1e3, "p99_ms": percentile(xs, 99) * 1e3,
+                "max_ms": max(xs) * 1e3, "n": len(xs)}
+
+    return {"quiet": summary(quiet), "busy": summary(busy), "uploads": len(uploads),
+            "upload_mib": len(body) / 2 ** 20}
 
 
 def bench_dispatch(url: str, key: str, n: int) -> dict[str, float]:
@@ -429,6 +475,11 @@ def report(r: dict[str, Any]) -> None:
     print(f"ratio (service/bare): p50 {r['predict_ratio_p50']:.2f}x   req/s {r['predict_ratio_rps']:.2f}x")
     k = r["predict_1000_rows"]
     print(f"1,000-row predict  : p50 {k['p50_ms']:.1f} ms  p99 {k['p99_ms']:.1f} ms  (n={k['n']})")
+    u = r["predict_during_uploads"]
+    q, b = u["quiet"], u["busy"]
+    print(f"single-row predict while another client uploads {u['upload_mib']:.0f} MiB JSON datasets "
+          f"({u['uploads']} uploads): p50 {b['p50_ms']:.2f} ms  p99 {b['p99_ms']:.1f} ms  max {b['max_ms']:.0f} ms "
+          f"(n={b['n']}); alone: p50 {q['p50_ms']:.2f} ms  p99 {q['p99_ms']:.1f} ms  max {q['max_ms']:.0f} ms")
     for name in ("dispatch_embedded", "dispatch_redis"):
         if name in r:
             d = r[name]

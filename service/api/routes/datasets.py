@@ -4,10 +4,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
-from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from service.api.deps import OwnerDep, PageDep, SessionDep, SettingsDep
+from service.api.json_body import json_body, request_body_doc
 from service.errors import Invalid, PayloadTooLarge, UnsupportedMediaType, problem_responses
 from service.schemas.common import Page
 from service.schemas.datasets import DatasetJSONIn, DatasetOut
@@ -32,7 +32,7 @@ _UPLOAD_DOC: dict[str, Any] = {
                     },
                 }
             },
-            "application/json": {"schema": DatasetJSONIn.model_json_schema()},
+            "application/json": request_body_doc(DatasetJSONIn)["content"]["application/json"],
         },
     }
 }
@@ -90,17 +90,7 @@ async def create_dataset(request: Request, session: SessionDep, owner: OwnerDep,
             name=name, raw=raw, target=target, task=task, input_shape=input_shape,
         )
     elif ctype == "application/json" or ctype.endswith("+json"):
-        try:
-            payload = await request.json()
-        except (ValueError, RecursionError):  # RecursionError: nested too deeply for the parser
-            raise Invalid("the body is not valid JSON (or is nested too deeply)", loc=["body"]) from None
-        try:
-            body = DatasetJSONIn.model_validate(payload)
-        except ValidationError as exc:
-            errors = [{"loc": ["body", *e["loc"]], "msg": e["msg"]} for e in exc.errors()]
-            raise Invalid(
-                f"{'.'.join(map(str, errors[0]['loc']))}: {errors[0]['msg']}", errors=errors
-            ) from None
+        body = await json_body(request, DatasetJSONIn)   # BodyLimit has capped it at max_upload_bytes
         row = await run_in_threadpool(service.create_from_json, session, settings, owner, body)
     else:
         raise UnsupportedMediaType("send multipart/form-data (a CSV file) or application/json")
