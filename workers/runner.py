@@ -50,6 +50,14 @@ CANCEL_POLL_S = 0.25
 CHECKPOINT_BUDGET = 0.05
 #: The epoch writer's shortest interval between two transactions (progress is at most this late).
 MIN_WRITE_INTERVAL_S = 0.2
+#: ... and at most this share of the time in its transactions (SQLite has one writer at a time: the API's
+#: writes and this job's heartbeat must find the lock free; a long history makes each write longer).
+MAX_WRITE_SHARE = 0.2
+
+
+def write_interval(last_write_s: float) -> float:
+    """Seconds from the start of one epoch-writer transaction to the start of the next."""
+    return max(MIN_WRITE_INTERVAL_S, last_write_s / MAX_WRITE_SHARE)
 #: Give up retrying a transient database error after this long; the job then stays ``running`` with
 #: a stale heartbeat and the reconciler re-queues it: a database outage never marks a job failed.
 DB_RETRY_TOTAL_S = 600.0
@@ -268,9 +276,8 @@ class Store:
         """History rows + progress + heartbeat (+ a checkpoint and pruning) in one transaction.
         False when this worker no longer owns the job."""
         with self.sf() as s, s.begin():
-            for row in rows:
-                if not tr.record_epoch(s, c.job_id, row, int(row["epoch"]), worker=c.token):
-                    return False
+            if rows and not tr.record_epochs(s, c.job_id, rows, worker=c.token):
+                return False
             if checkpoint is not None:
                 epoch, data = checkpoint
                 row = next((r for r in rows if int(r.get("epoch", 0)) == epoch), None)
@@ -460,15 +467,15 @@ class EpochWriter:
         self._thread.join(timeout=DB_RETRY_TOTAL_S + 10)
 
     def _run(self) -> None:
-        last_write = -math.inf
+        last_write, interval = -math.inf, MIN_WRITE_INTERVAL_S
         while True:
             with self._cv:
                 self._cv.wait_for(lambda: self._rows or self._checkpoint is not None
                                   or self._closed)
-                # Short epochs: one transaction per MIN_WRITE_INTERVAL_S at most, with all the
-                # epochs since the last one (a flush or the end of the run does not wait).
+                # Short epochs: one transaction per write_interval() at most, with all the epochs
+                # since the last one (a flush or the end of the run does not wait).
                 while not (self._closed or self._urgent):
-                    left = MIN_WRITE_INTERVAL_S - (time.monotonic() - last_write)
+                    left = interval - (time.monotonic() - last_write)
                     if left <= 0:
                         break
                     self._cv.wait(left)
@@ -481,8 +488,10 @@ class EpochWriter:
                 t0 = time.perf_counter()
                 owned = db_retry(lambda: self.store.record_epochs(self.claim, rows, ck),
                                  what=f"record epochs of {self.claim.job_id}")
+                took = time.perf_counter() - t0
+                interval = write_interval(took)
                 if ck is not None:
-                    self.last_checkpoint_write_s = time.perf_counter() - t0
+                    self.last_checkpoint_write_s = took
                 if not owned:
                     self.monitor.lost.set()
             except BaseException as exc:  # surfaced to the training thread by submit/flush

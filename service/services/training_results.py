@@ -77,13 +77,26 @@ def record_epoch(
 ) -> bool:
     """Progress and the history row of ``epoch``. Rows from ``epoch`` on (left by an attempt that died after
     its last checkpoint) are replaced, so a resumed job's history has each epoch once."""
+    return record_epochs(session, job_id, [{**row, "epoch": epoch}], worker)
+
+
+def record_epochs(session: Session, job_id: str, rows: list[dict[str, Any]], worker: str | None = None) -> bool:
+    """``record_epoch`` for several consecutive rows (each with its ``epoch``) in one update of the job.
+
+    The history is one JSON value on the job, so each update rewrites all of it: row by row, a transaction
+    carrying k rows of an n-epoch history cost k rewrites of n rows, and a job of thousands of short epochs
+    held SQLite's write lock long enough to starve every other writer past its busy timeout."""
+    if not rows:
+        return True
     job = _locked_job(session, job_id, worker)
     if job is None:
         return False
-    history = [r for r in (job.history or []) if int(r.get("epoch", 0)) < epoch]
-    history.append({**row, "epoch": epoch})
+    first = min(int(r["epoch"]) for r in rows)
+    history = [r for r in (job.history or []) if int(r.get("epoch", 0)) < first]
+    for row in sorted(rows, key=lambda r: int(r["epoch"])):
+        history.append({**row, "epoch": int(row["epoch"])})
     job.history = history
-    job.epoch = epoch
+    job.epoch = int(history[-1]["epoch"])
     job.heartbeat_at = utcnow()
     session.flush()
     return True

@@ -157,3 +157,39 @@ def test_checkpoint_retention_and_history_replacement(client, auth, session_fact
     got = client.get(f"/v1/jobs/{jid}", headers=auth).json()
     assert got["status"] == "failed" and got["error"] == {"code": "diverged", "message": "loss became NaN at epoch 6"}
     assert client.post(f"/v1/jobs/{jid}/cancel", headers=auth).status_code == 409
+
+
+def test_many_epochs_in_one_transaction_update_the_job_once(client, auth, session_factory):
+    """The worker hands over the epochs since its last write together; they cost one UPDATE of the job
+    (its history is one JSON value, rewritten whole each time), not one per epoch, and give the history
+    that epoch-by-epoch calls give, replays of a dead attempt's epochs included."""
+    from sqlalchemy import event
+
+    ds = make_dataset(client, auth, XOR)
+    jid = make_job(client, auth, make_model(client, auth)["id"], ds["id"], epochs=500)["id"]
+    with session_factory() as s, s.begin():
+        assert training_results.claim_job(s, jid, "w")
+    with session_factory() as s, s.begin():
+        assert training_results.record_epochs(s, jid, [{"loss": 1.0, "epoch": e} for e in range(1, 201)], "w")
+    updates: list[str] = []
+
+    def count(conn, cursor, statement, params, context, executemany):
+        if statement.lstrip().upper().startswith("UPDATE JOBS"):
+            updates.append(statement)
+
+    bind = session_factory.kw["bind"]
+    event.listen(bind, "before_cursor_execute", count)
+    try:
+        with session_factory() as s, s.begin():     # replays 151..200 (a resumed attempt), then goes on
+            rows = [{"loss": 0.5, "epoch": e} for e in range(151, 401)]
+            assert training_results.record_epochs(s, jid, rows, "w")
+    finally:
+        event.remove(bind, "before_cursor_execute", count)
+    assert len(updates) == 1, updates
+    with session_factory() as s:
+        history = s.get(Job, jid).history
+        assert s.get(Job, jid).epoch == 400
+    assert [r["epoch"] for r in history] == list(range(1, 401))
+    assert {r["loss"] for r in history[:150]} == {1.0} and {r["loss"] for r in history[150:]} == {0.5}
+    with session_factory() as s, s.begin():
+        assert not training_results.record_epochs(s, jid, [{"loss": 0, "epoch": 401}], "someone-else")

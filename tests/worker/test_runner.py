@@ -277,3 +277,12 @@ def test_short_epochs_are_written_in_batches(sf, settings, make_job, fake_engine
     job_id = make_job(epochs=200, batches=1, batch_sleep=0.002)  # ~0.5 s of 2.5 ms epochs
     assert run_job(job_id, settings=settings, session_factory=sf) == "succeeded"
     assert sum(writes) == 200 and len(writes) <= 0.6 / runner.MIN_WRITE_INTERVAL_S + 2
+
+
+def test_epoch_writer_keeps_its_share_of_the_write_lock_bounded():
+    from workers.runner import MAX_WRITE_SHARE, MIN_WRITE_INTERVAL_S, write_interval
+
+    assert write_interval(0.001) == MIN_WRITE_INTERVAL_S
+    for took in (0.05, 0.5, 3.0):   # a long history makes each write longer: the writes space out
+        assert write_interval(took) >= MIN_WRITE_INTERVAL_S
+        assert took / write_interval(took) <= MAX_WRITE_SHARE + 1e-12
