@@ -88,13 +88,9 @@ def _object(text: str, i: int) -> tuple[dict[str, Any], int]:
             raise _NotThisWay
         i = _skip(text, i + 1)
         obj[key], i = _value(text, i, top=False)
-        i = _skip(text, i)
-        if text.startswith(",", i):
-            i = _skip(text, i + 1)
-        elif text.startswith("}", i):
-            return obj, i + 1
-        else:
-            raise _NotThisWay
+        i, closed = _after_member(text, i, "}")
+        if closed:
+            return obj, i
 
 
 def _array(text: str, i: int) -> tuple[list[Any], int]:
@@ -106,13 +102,19 @@ def _array(text: str, i: int) -> tuple[list[Any], int]:
     while True:
         item, i = scan(text, i)      # one row: C code, a fraction of a millisecond
         append(item)
-        i = _skip(text, i)
-        if text.startswith(",", i):
-            i = _skip(text, i + 1)
-        elif text.startswith("]", i):
-            return items, i + 1
-        else:
-            raise _NotThisWay
+        i, closed = _after_member(text, i, "]")
+        if closed:
+            return items, i
+
+
+def _after_member(text: str, i: int, close: str) -> tuple[int, bool]:
+    """Past the comma and whitespace after a member (False), or past the closing bracket (True)."""
+    i = _skip(text, i)
+    if text.startswith(",", i):
+        return _skip(text, i + 1), False
+    if text.startswith(close, i):
+        return i + 1, True
+    raise _NotThisWay
 
 
 def decode(raw: bytes, content_type: str | None, model: type[Model]) -> Model:
