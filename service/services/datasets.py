@@ -407,7 +407,9 @@ def parse_json(
                 raise Invalid(f"row {i + 1}, column {j + 1}: {str(v)[:40]!r} is not a number", loc=[*loc_f, i, j])
             if isinstance(v, int) and not _FLOAT_MIN <= v <= _FLOAT_MAX:
                 raise Invalid(f"row {i + 1}, column {j + 1}: the number is too large", loc=[*loc_f, i, j])
-    X = np.asarray(features, dtype=np.float64)
+    X = np.empty((n, width), dtype=np.float64)
+    for i in range(0, n, 4096):      # in slices: one call over millions of values would hold the GIL throughout
+        X[i:i + 4096] = features[i:i + 4096]
     names = feature_names or [f"x{j}" for j in range(width)]
     if len(names) != width:
         raise Invalid(f"feature_names has {len(names)} names for {width} features", loc=["body", "feature_names"])
