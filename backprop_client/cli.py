@@ -361,7 +361,9 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         if sub == "watch":
             job = bp.get_job(args.id)  # a finished job's stream replays its epochs, then its final status
             return _watch(bp, args.id, int(job["progress"]["epochs"]), _json(args))
-        page = bp.list_jobs(status=args.status, model_id=args.model, limit=args.limit)
+        # the table shows each job's last loss; --json prints the jobs whole
+        page = bp.list_jobs(status=args.status, model_id=args.model, limit=args.limit,
+                            history_tail=None if _json(args) else 1)
         if _json(args):
             _print_json(page)
         else:

@@ -263,9 +263,11 @@ class Client:
         return cast(Job, self._json("GET", f"/v1/jobs/{job_id}"))
 
     def list_jobs(
-        self, *, status: str | None = None, model_id: str | None = None, limit: int = 50, offset: int = 0
+        self, *, status: str | None = None, model_id: str | None = None, limit: int = 50, offset: int = 0,
+        history_tail: int | None = None,
     ) -> Page[Job]:
-        params = self._page(limit, offset, status=status, model_id=model_id)
+        """``history_tail``: only the last that many rows of each job's history (default: all)."""
+        params = self._page(limit, offset, status=status, model_id=model_id, history_tail=history_tail)
         return cast(Page[Job], self._json("GET", "/v1/jobs", params=params))
 
     def cancel_job(self, job_id: str) -> Job:

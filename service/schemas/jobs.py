@@ -72,9 +72,13 @@ class JobOut(ORMModel):
     finished_at: UTCDateTime | None
 
     @classmethod
-    def from_row(cls, row: Any) -> JobOut:
+    def from_row(cls, row: Any, history_tail: int | None = None) -> JobOut:
+        """``history_tail``: keep only the last that many history rows (None: all of them)."""
         epochs = max(int(row.epochs or 0), 0)
         epoch = int(row.epoch or 0)
+        history = row.history or []
+        if history_tail is not None:
+            history = history[-history_tail:] if history_tail else []
         return cls(
             id=row.id,
             model_id=row.model_id,
@@ -82,7 +86,7 @@ class JobOut(ORMModel):
             status=row.status,
             config=row.config,
             progress=Progress(epoch=epoch, epochs=epochs, fraction=min(epoch / epochs, 1.0) if epochs else 0.0),
-            history=row.history or [],
+            history=history,
             result_version=row.result_version,
             error=row.error,
             attempts=row.attempts,

@@ -193,3 +193,26 @@ def test_many_epochs_in_one_transaction_update_the_job_once(client, auth, sessio
     assert {r["loss"] for r in history[:150]} == {1.0} and {r["loss"] for r in history[150:]} == {0.5}
     with session_factory() as s, s.begin():
         assert not training_results.record_epochs(s, jid, [{"loss": 0, "epoch": 401}], "someone-else")
+
+
+def test_list_can_carry_only_the_tail_of_each_history(client, auth, session_factory):
+    ds = make_dataset(client, auth, XOR)
+    jid = make_job(client, auth, make_model(client, auth)["id"], ds["id"], epochs=50)["id"]
+    with session_factory() as s, s.begin():
+        assert training_results.claim_job(s, jid, "w")
+        assert training_results.record_epochs(s, jid, [{"loss": 1.0 / e, "epoch": e} for e in range(1, 31)], "w")
+
+    def listed(**params):
+        r = client.get("/v1/jobs", headers=auth, params=params)
+        assert r.status_code == 200, r.text
+        return next(j for j in r.json()["items"] if j["id"] == jid)
+
+    assert [row["epoch"] for row in listed()["history"]] == list(range(1, 31))       # the default: all
+    assert [row["epoch"] for row in listed(history_tail=3)["history"]] == [28, 29, 30]
+    assert listed(history_tail=0)["history"] == []
+    assert len(listed(history_tail=1000)["history"]) == 30
+    tail = listed(history_tail=1)
+    assert tail["progress"] == {"epoch": 30, "epochs": 50, "fraction": 0.6} and tail["status"] == "running"
+    assert client.get(f"/v1/jobs/{jid}", headers=auth).json()["history"] == listed()["history"]
+    r = client.get("/v1/jobs", headers=auth, params={"history_tail": -1})
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["query", "history_tail"]

@@ -64,6 +64,9 @@ def test_round_trip(live, tmp_path):
         checkpoints = bp.list_checkpoints(job["id"])
         assert checkpoints["total"] >= 1 and all(1 <= c["epoch"] <= 6 for c in checkpoints["items"])
         assert bp.list_jobs(status="succeeded", model_id=model["id"])["total"] == 1
+        whole = bp.list_jobs(model_id=model["id"])["items"][0]["history"]
+        tail = bp.list_jobs(model_id=model["id"], history_tail=2)["items"][0]["history"]
+        assert len(whole) == 6 and tail == whole[-2:]
         assert bp.list_versions(model["id"])["items"][0]["version"] == 1
 
         pred = bp.predict(model["id"], [[0, 0], [1, 0]])

@@ -37,9 +37,14 @@ def list_jobs(
     page: PageDep,
     status: Annotated[JobStatus | None, Query()] = None,
     model_id: Annotated[str | None, Query(max_length=64, pattern=r"^[^\x00]*$")] = None,
+    history_tail: Annotated[int | None, Query(
+        ge=0, le=1_000_000,
+        description="Only the last N rows of each job's history (0: none). A list that is polled, such as a "
+                    "dashboard's, stays small however many epochs its jobs have; the default is the whole history.",
+    )] = None,
 ) -> Page[JobOut]:
     rows, total = service.list_(session, owner, page.limit, page.offset, status=status, model_id=model_id)
-    return Page[JobOut](items=[JobOut.from_row(r) for r in rows], total=total)
+    return Page[JobOut](items=[JobOut.from_row(r, history_tail) for r in rows], total=total)
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=problem_responses(401, 404))

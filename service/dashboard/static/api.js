@@ -53,7 +53,8 @@ export async function api(path, { method = "GET", body, key, signal } = {}) {
 
 const enc = encodeURIComponent;
 
-export const listJobs = (limit = 50) => api(`v1/jobs?limit=${limit}`);
+// The list shows progress and an ETA from the last few epochs' times: it needs no more of each history.
+export const listJobs = (limit = 50) => api(`v1/jobs?limit=${limit}&history_tail=5`);
 export const getJob = (id) => api(`v1/jobs/${enc(id)}`);
 export const cancelJob = (id) => api(`v1/jobs/${enc(id)}/cancel`, { method: "POST" });
 export const listModels = (limit = 200) => api(`v1/models?limit=${limit}`);
