@@ -61,6 +61,8 @@ def test_compose_env_points_at_postgres_and_redis(compose):
     assert env["BACKPROP_DATABASE_URL"].startswith("postgresql+psycopg://")
     assert env["BACKPROP_BROKER_URL"].startswith("redis://redis:6379")
     assert compose["services"]["worker"]["environment"] == env
+    # a fixed BLAS thread count on every worker (bit-identical resumes across hosts of one CPU type)
+    assert env["OPENBLAS_NUM_THREADS"] == "${BACKPROP_BLAS_THREADS:-2}"
 
 
 def test_dockerfile_is_slim_non_root_and_installs_the_project():
