@@ -256,7 +256,8 @@ def test_running_job_curves_grow_live(browser, live, world, mode, screenshot_dir
     epochs = 8
     with httpx.Client(base_url=live.url, timeout=10) as client:
         job = make_job(client, world["auth"], world["model"]["id"], world["dataset"]["id"], epochs=epochs,
-                       validation_split=0.2, metrics=["accuracy"])
+                       validation_split=0.2, metrics=["accuracy"],
+                       optimizer={"type": "adam", "learning_rate": 0.01})   # the rate _row reports
     sf = live.session_factory
     with sf() as s, s.begin():
         assert training_results.claim_job(s, job["id"], "browser-test")
