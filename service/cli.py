@@ -217,8 +217,11 @@ class Supervisor:
 
     def _write_pid(self, name: str, proc: subprocess.Popen) -> None:
         # <data dir>/api.pid and worker.pid: each child leads its own process group (kill -- -PID).
+        # Written aside and renamed into place: a reader (kill, a script, a test) never sees it half-written.
         if self.pid_dir is not None:
-            (self.pid_dir / f"{name}.pid").write_text(f"{proc.pid}\n")
+            tmp = self.pid_dir / f".{name}.pid.tmp"
+            tmp.write_text(f"{proc.pid}\n")
+            os.replace(tmp, self.pid_dir / f"{name}.pid")
 
     def _spawn(self, argv: list[str]) -> subprocess.Popen:
         # Own sessions: a terminal's Ctrl-C reaches only this supervisor, which stops the children
