@@ -7,7 +7,6 @@ serializer, the queue and the broker's transport options.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from service.config import Settings, get_settings
+from service.db import fork_safe_sqlite
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def prepare_sqla_broker(url: str) -> None:
     if path is None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    con = sqlite3.connect(path, timeout=30)
+    con = fork_safe_sqlite.connect(path, timeout=30)
     try:
         con.execute("PRAGMA journal_mode=WAL")
     finally:
@@ -73,8 +73,11 @@ def transport_options(settings: Settings) -> dict[str, Any]:
         # kombu passes every transport option straight to sqlalchemy.create_engine(): only engine
         # arguments belong here (a 'polling_interval' would crash the worker; the worker sets it on
         # the transport class instead). A generous SQLite busy timeout rides out brief write locks.
-        if sqla_broker_db_url(url).startswith("sqlite"):
-            return {"connect_args": {"timeout": 30}}
+        # Its connections are fork-safe: the worker's main process polls from one thread while
+        # billiard forks pool children from another (see service.db.fork_safe_sqlite).
+        db_url = sqla_broker_db_url(url)
+        if db_url.startswith("sqlite"):
+            return {"connect_args": fork_safe_sqlite.connect_args(db_url, timeout=30)}
         return {"pool_pre_ping": True}
     return {}
 
@@ -169,7 +172,7 @@ def broker_ok(settings: Settings | None = None, timeout_s: float = 1.0) -> bool:
             if path is not None:
                 if not path.parent.is_dir():
                     return False
-                con = sqlite3.connect(path, timeout=timeout_s)
+                con = fork_safe_sqlite.connect(path, timeout=timeout_s)
                 try:
                     con.execute("SELECT 1").fetchone()
                 finally:
@@ -177,7 +180,8 @@ def broker_ok(settings: Settings | None = None, timeout_s: float = 1.0) -> bool:
                 return True
             from sqlalchemy import create_engine, text
 
-            engine = create_engine(db_url, pool_pre_ping=True)
+            engine = create_engine(db_url, pool_pre_ping=True,
+                                   connect_args=fork_safe_sqlite.connect_args(db_url))
             try:
                 with engine.connect() as conn:
                     conn.execute(text("SELECT 1"))

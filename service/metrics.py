@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.config import Settings
+from service.db.fork_safe_sqlite import connect_args
 from service.db.models import Checkpoint, Dataset, Job
 
 log = logging.getLogger("backprop.metrics")
@@ -226,7 +227,7 @@ class StateCollector(Collector):
                 if db_url.startswith("sqlite:///") and not Path(db_url[len("sqlite:///"):]).exists():
                     return None  # nothing was ever sent (and connecting would create the file)
                 if self._broker_probe is None:
-                    self._broker_probe = create_engine(db_url)
+                    self._broker_probe = create_engine(db_url, connect_args=connect_args(db_url))
                 with self._broker_probe.connect() as conn:
                     return int(conn.execute(text(
                         "SELECT count(*) FROM kombu_message m JOIN kombu_queue q ON m.queue_id = q.id "

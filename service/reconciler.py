@@ -38,6 +38,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import Settings
+from service.db.fork_safe_sqlite import connect_args
 from service.db.models import Job
 
 log = logging.getLogger(__name__)
@@ -299,7 +300,8 @@ def pending_job_ids(settings: Settings) -> set[str] | None:
         elif is_sqla_broker(url):
             from sqlalchemy import create_engine, text
 
-            engine = create_engine(sqla_broker_db_url(url))
+            db_url = sqla_broker_db_url(url)
+            engine = create_engine(db_url, connect_args=connect_args(db_url))
             try:
                 with engine.connect() as conn:
                     raws = [r[0] for r in conn.execute(text(
@@ -326,8 +328,9 @@ def delete_handled_broker_rows(settings: Settings) -> int:
         return 0
     from sqlalchemy import create_engine, inspect, text
 
-    engine = create_engine(sqla_broker_db_url(url), connect_args=(
-        {"timeout": 5} if url.startswith("sqla+sqlite") else {}))
+    db_url = sqla_broker_db_url(url)
+    engine = create_engine(db_url, connect_args=connect_args(
+        db_url, **({"timeout": 5} if db_url.startswith("sqlite") else {})))
     try:
         if not inspect(engine).has_table("kombu_message"):
             return 0

@@ -201,6 +201,8 @@ class SqliteReader:
     def __init__(self, path: str) -> None:
         import sqlite3
 
+        # A plain connection, not service.db.fork_safe_sqlite's: the API process never forks, and this
+        # read is on the single-row predict path, where the gate's microsecond per call would show.
         self._conn = sqlite3.connect(path, timeout=0.005, isolation_level=None, check_same_thread=False)
         self._lock = threading.Lock()
         from sqlalchemy.dialects import sqlite as sqlite_dialect

@@ -27,7 +27,7 @@ print(json.dumps({
     "polling": sqla.Transport.polling_interval, "remote_control": c.worker_enable_remote_control,
     "tasks": (app.loader.import_default_modules(),
               sorted(t for t in app.tasks if not t.startswith("celery.")))[1],
-}))
+}, default=lambda o: f"{o.__module__}.{o.__qualname__}"))
 """
 
 
@@ -48,6 +48,9 @@ def test_worker_app_embedded(tmp_path):
     # only create_engine() arguments in the SQLAlchemy transport options; polling on the class
     assert "polling_interval" not in c["transport_options"]
     assert c["polling"] == pytest.approx(0.1)
+    # kombu's engine opens fork-safe SQLite connections (billiard forks beside its poll)
+    assert c["transport_options"]["connect_args"] == {
+        "timeout": 30, "factory": "service.db.fork_safe_sqlite.ForkSafeConnection"}
     assert c["remote_control"] is False
     assert "backprop.train" in c["tasks"]
 
