@@ -38,7 +38,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import Settings
-from service.db.fork_safe_sqlite import connect_args
+from service.db.fork_safe_sqlite import connect_args, without_forks
 from service.db.models import Job
 
 log = logging.getLogger(__name__)
@@ -369,7 +369,8 @@ def run_reconciler(
                     s.execute(select(1))
                 db_up_since = time.monotonic()
             judge = time.monotonic() - db_up_since >= settings.heartbeat_timeout_s
-            counts = reconcile_once(sf, settings, judge_heartbeats=judge)
+            # Not while a worker's main process forks a pool child (see fork_safe_sqlite).
+            counts = without_forks(reconcile_once, sf, settings, judge_heartbeats=judge)
             if any(v for k, v in counts.items() if k != "broker_rows_deleted"):
                 log.info("reconciler: %s", counts)
         except Exception as exc:  # the database may be down; try again next round

@@ -15,12 +15,14 @@ log = logging.getLogger(__name__)
 
 
 def _requeue_lost(job_id: str, child_pid: int) -> None:
+    from service.db.fork_safe_sqlite import without_forks
     from service.db.session import session_factory
     from service.reconciler import recover_lost_child
 
     try:
-        recover_lost_child(session_factory(settings.resolved_database_url), settings, job_id,
-                           f"{socket.gethostname()}:{child_pid}:")
+        # This thread runs while billiard forks the dead child's replacement: the fork waits.
+        without_forks(recover_lost_child, session_factory(settings.resolved_database_url),
+                      settings, job_id, f"{socket.gethostname()}:{child_pid}:")
     except Exception as exc:  # the database is down: the reconciler recovers it later
         log.warning("job %s: fast recovery failed (%s); the reconciler will recover it", job_id, exc)
 

@@ -36,7 +36,10 @@ class _ForkGate:
     until no other thread is inside; a thread comes in by registering first and checking
     ``_forking`` second, and backs out if it is up. Each step is one bytecode, atomic under the
     GIL, and the two sides write before they read, so one of them always sees the other.
-    A thread that re-enters (a call running Python that calls SQLite again) passes freely."""
+
+    Two kinds of thread pass freely: one that re-enters (a call running Python that calls SQLite
+    again), and the forking thread itself while it waits (a garbage-collected cursor's ``__del__``
+    can run there; its call ends before the fork does, and waiting would wait for itself)."""
 
     #: Seconds between two looks while a fork waits for the threads inside to come out.
     POLL_S = 0.0005
@@ -44,12 +47,14 @@ class _ForkGate:
     def __init__(self) -> None:
         self._inside: dict[int, bool] = {}
         self._forking = False
+        self._forker: int | None = None
+        self._one_fork_at_a_time = threading.Lock()
         self._reopened = threading.Event()
 
     def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         me = threading.get_ident()
         inside = self._inside
-        if me in inside:
+        if me in inside or me == self._forker:
             return fn(*args, **kwargs)
         inside[me] = True
         while self._forking:
@@ -63,16 +68,18 @@ class _ForkGate:
 
     def before_fork(self) -> None:
         me = threading.get_ident()
-        while self._forking:  # another thread's fork first
-            self._reopened.wait()
+        self._one_fork_at_a_time.acquire()  # released once this fork is done
         self._reopened.clear()
+        self._forker = me
         self._forking = True
         while any(t != me for t in list(self._inside)):
             time.sleep(self.POLL_S)
 
     def after_fork_in_parent(self) -> None:
         self._forking = False
+        self._forker = None
         self._reopened.set()
+        self._one_fork_at_a_time.release()
 
     def after_fork_in_child(self) -> None:
         # The child has one thread, the one that forked: the others' entries go, and the event
@@ -80,6 +87,8 @@ class _ForkGate:
         me = threading.get_ident()
         self._inside = {me: True} if me in self._inside else {}
         self._forking = False
+        self._forker = None
+        self._one_fork_at_a_time = threading.Lock()
         self._reopened = threading.Event()
         self._reopened.set()
 
@@ -164,6 +173,15 @@ class ForkSafeConnection(sqlite3.Connection):
             self.close()
         except Exception:  # already unusable: the base class's own cleanup is all there is
             pass
+
+
+def without_forks(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)`` with no fork of this process in the meantime.
+
+    For whole passes of background threads in a process that forks (the reconciler, the dead-child
+    requeue in a worker's main process): besides SQLite's mutexes, a pass may hold Python-level
+    locks of SQLAlchemy or kombu that a child copied mid-pass would find taken for good."""
+    return GATE.run(fn, *args, **kwargs)
 
 
 def connect(database: Any, **kwargs: Any) -> ForkSafeConnection:

@@ -210,3 +210,42 @@ def test_every_sqlite_connection_of_the_embedded_worker_main_process_is_fork_saf
     opened = json.loads(out.stdout.strip().splitlines()[-1])
     assert len(opened) >= 5, opened
     assert set(opened) == {ForkSafeConnection.__name__}, opened
+
+
+def test_a_fork_waits_for_a_whole_pass_run_without_forks():
+    """``without_forks`` holds forks off for a whole piece of Python (a reconciler pass), not
+    only for single SQLite calls."""
+    events: dict[str, float] = {}
+    started = threading.Event()
+
+    def a_pass() -> None:
+        started.set()
+        time.sleep(0.3)
+        events["pass ends"] = time.monotonic()
+
+    t = threading.Thread(target=fork_safe_sqlite.without_forks, args=(a_pass,))
+    t.start()
+    started.wait(5)
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    events["fork returns"] = time.monotonic()
+    os.waitpid(pid, 0)
+    t.join(5)
+    assert events["pass ends"] <= events["fork returns"]
+
+
+@pytest.mark.timeout(20)
+def test_the_forking_thread_passes_its_own_gate(tmp_path):
+    """While a fork waits, the forking thread itself may have to run a SQLite call: the garbage
+    collector can finalize a cursor there (``__del__`` closes it). Waiting would wait for itself;
+    that deadlock was seen in the test suite before this rule."""
+    con = fork_safe_sqlite.connect(tmp_path / "c.db")
+    GATE.before_fork()
+    try:
+        cursor = con.execute("SELECT 41 + 1")
+        assert cursor.fetchone() == (42,)
+        del cursor  # finalized here, in the forking thread
+    finally:
+        GATE.after_fork_in_parent()
+    assert GATE.threads_inside() == 0
