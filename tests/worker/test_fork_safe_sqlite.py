@@ -76,6 +76,16 @@ def fork_beside_sqlite(tmp_path: Path, mode: str, forks: int, child_timeout: flo
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def fork_an_empty_child() -> float:
+    """Fork a child that exits at once and reap it; returns when (monotonic) the fork returned."""
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    returned = time.monotonic()
+    os.waitpid(pid, 0)
+    return returned
+
+
 @pytest.mark.slow
 def test_plain_sqlite_connections_leave_forked_children_hanging(tmp_path):
     """The hazard is real with this SQLite (so the next test can fail): with plain connections busy
@@ -122,11 +132,7 @@ def test_a_fork_waits_for_a_call_in_progress_and_no_call_starts_during_it(tmp_pa
     t1.start()
     in_slow.wait(5)
     t2.start()
-    pid = os.fork()
-    if pid == 0:
-        os._exit(0)
-    events["fork returns"] = time.monotonic()
-    os.waitpid(pid, 0)
+    events["fork returns"] = fork_an_empty_child()
     t1.join(5)
     t2.join(5)
     assert events["slow call ends"] <= events["fork returns"]
@@ -154,10 +160,7 @@ def test_a_thread_may_reenter_while_a_fork_waits(tmp_path):
     while GATE.threads_inside() == 0:
         time.sleep(0.001)
     threading.Timer(0.05, fork_waiting.set).start()
-    pid = os.fork()
-    if pid == 0:
-        os._exit(0)
-    os.waitpid(pid, 0)
+    fork_an_empty_child()
     t.join(5)
     assert result == [(7,)]
 
@@ -226,11 +229,7 @@ def test_a_fork_waits_for_a_whole_pass_run_without_forks():
     t = threading.Thread(target=fork_safe_sqlite.without_forks, args=(a_pass,))
     t.start()
     started.wait(5)
-    pid = os.fork()
-    if pid == 0:
-        os._exit(0)
-    events["fork returns"] = time.monotonic()
-    os.waitpid(pid, 0)
+    events["fork returns"] = fork_an_empty_child()
     t.join(5)
     assert events["pass ends"] <= events["fork returns"]
 
