@@ -81,8 +81,11 @@ def test_versions_are_numbered_per_model(sf, settings, make_job, fake_engine):
 
 
 def test_keeps_last_three_and_best_while_running(sf, settings, make_job, fake_engine, monkeypatch):
+    # Each epoch's write (and checkpoint) done before the next epoch ends: no spacing of writes, which
+    # at MAX_WRITE_SHARE 0.2 waits 5x a write and, on a slow machine, merged two epochs' checkpoints.
     monkeypatch.setattr(runner, "MIN_WRITE_INTERVAL_S", 0.0)
-    job_id = make_job(epochs=6, crash_after=6, batch_sleep=0.02)  # each write done before the next
+    monkeypatch.setattr(runner, "MAX_WRITE_SHARE", 1.0)
+    job_id = make_job(epochs=6, crash_after=6, batch_sleep=0.02)
     with pytest.raises(SimulatedCrash):
         run_job(job_id, settings=settings, session_factory=sf)
     with sf() as s:
