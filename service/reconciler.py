@@ -329,8 +329,7 @@ def delete_handled_broker_rows(settings: Settings) -> int:
     from sqlalchemy import create_engine, inspect, text
 
     db_url = sqla_broker_db_url(url)
-    engine = create_engine(db_url, connect_args=connect_args(
-        db_url, **({"timeout": 5} if db_url.startswith("sqlite") else {})))
+    engine = create_engine(db_url, connect_args=connect_args(db_url, timeout=5))
     try:
         if not inspect(engine).has_table("kombu_message"):
             return 0

@@ -189,9 +189,9 @@ def connect(database: Any, **kwargs: Any) -> ForkSafeConnection:
     return sqlite3.connect(database, factory=ForkSafeConnection, **kwargs)
 
 
-def connect_args(url: str, **extra: Any) -> dict[str, Any]:
-    """``connect_args`` for ``create_engine(url, ...)``: ``extra``, plus the fork-safe connection
-    class when ``url`` is a SQLite URL."""
+def connect_args(url: str, **sqlite_args: Any) -> dict[str, Any]:
+    """``connect_args`` for ``create_engine(url, ...)``: for a SQLite URL, ``sqlite_args`` (arguments
+    of :func:`sqlite3.connect`) and the fork-safe connection class; for any other database, none."""
     if url.startswith("sqlite"):
-        return {**extra, "factory": ForkSafeConnection}
-    return dict(extra)
+        return {**sqlite_args, "factory": ForkSafeConnection}
+    return {}
