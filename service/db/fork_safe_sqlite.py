@@ -147,20 +147,26 @@ class ForkSafeConnection(sqlite3.Connection):
         # Making a cursor calls nothing in SQLite; its methods do, and they are gated.
         return super().cursor(factory)
 
+    # The shortcuts go through a cursor of ours: the base class's make a plain sqlite3.Cursor in C
+    # (not through self.cursor()), whose fetches and finalization would run SQLite ungated.
     def execute(self, *args: Any, **kwargs: Any) -> sqlite3.Cursor:
-        return GATE.run(super().execute, *args, **kwargs)
+        return self.cursor().execute(*args, **kwargs)
 
     def executemany(self, *args: Any, **kwargs: Any) -> sqlite3.Cursor:
-        return GATE.run(super().executemany, *args, **kwargs)
+        return self.cursor().executemany(*args, **kwargs)
 
     def executescript(self, *args: Any, **kwargs: Any) -> sqlite3.Cursor:
-        return GATE.run(super().executescript, *args, **kwargs)
+        return self.cursor().executescript(*args, **kwargs)
 
     def commit(self) -> None:
         GATE.run(super().commit)
 
     def rollback(self) -> None:
         GATE.run(super().rollback)
+
+    def __exit__(self, *exc_info: Any) -> bool:
+        # ``with connection:`` commits or rolls back in C, past the methods above.
+        return GATE.run(super().__exit__, *exc_info)
 
     def close(self) -> None:
         GATE.run(super().close)

@@ -100,6 +100,37 @@ def test_fork_safe_connections_never_leave_a_forked_child_hanging(tmp_path):
     assert result == {"forks": 200, "hung": 0}
 
 
+def test_every_sqlite_call_of_a_fork_safe_connection_runs_inside_the_gate(tmp_path):
+    """Stepping a statement (a SQL function runs inside sqlite3_step, on the first row and on every
+    later fetch) and each statement's start (the trace callback, which also sees the COMMIT of a
+    ``with`` block) happen with the calling thread inside the gate, whichever entry point is used.
+    The base class's ``execute`` shortcuts make plain cursors whose fetches would not be."""
+    con = fork_safe_sqlite.connect(tmp_path / "g.db")
+    seen: list[tuple[str, bool]] = []
+
+    def inside_gate(what: str) -> bool:
+        seen.append((what, threading.get_ident() in GATE._inside))
+        return True
+
+    con.create_function("step", 1, lambda a: inside_gate("step") and a)
+    con.set_trace_callback(lambda sql: inside_gate(sql.split()[0]))
+    con.execute("CREATE TABLE t (a)")
+    con.executemany("INSERT INTO t VALUES (step(?))", [(i,) for i in range(5)])
+    with con:
+        con.execute("INSERT INTO t VALUES (step(5))")
+    con.executescript("INSERT INTO t VALUES (step(6));")
+    assert con.execute("SELECT step(a) FROM t ORDER BY a").fetchall() == [(i,) for i in range(7)]
+    assert [r for r in con.execute("SELECT step(a) FROM t ORDER BY a")] == [(i,) for i in range(7)]
+    cursor = con.execute("SELECT step(a) FROM t ORDER BY a")
+    assert (cursor.fetchone(), cursor.fetchmany(2)) == ((0,), [(1,), (2,)])
+    cursor.close()
+    con.execute("INSERT INTO t VALUES (step(7))")
+    con.rollback()
+    con.close()
+    assert sum(what == "step" for what, _ in seen) >= 25 and ("COMMIT", True) in seen
+    assert [entry for entry in seen if not entry[1]] == []
+
+
 def test_a_fork_waits_for_a_call_in_progress_and_no_call_starts_during_it(tmp_path):
     """Ordering, not timing: a fork requested while a SQLite call runs returns only after that
     call ends, and a call attempted while the fork waits runs only after it."""
