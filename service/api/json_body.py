@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import json.decoder
+from collections.abc import Awaitable, Callable
 from email.message import Message
 from typing import Any, TypeVar
 
@@ -23,9 +24,12 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from service.api.gc_pause import collection_paused
+
 INLINE_BYTES = 64 * 1024      # below this, decoding costs less than the hop to a worker thread
 
 Model = TypeVar("Model", bound=BaseModel)
+T = TypeVar("T")
 
 
 def _is_json(content_type: str | None) -> bool:
@@ -141,12 +145,27 @@ def decode(raw: bytes, content_type: str | None, model: type[Model]) -> Model:
         ) from None
 
 
-async def json_body(request: Request, model: type[Model]) -> Model:
+async def with_json_body(request: Request, model: type[Model], use: Callable[[Model], Awaitable[T]]) -> T:
+    """``await use(body)`` with the request's body validated as ``model``; returns what ``use`` returns.
+
+    A large body is decoded in the threadpool, and automatic garbage collection stays paused until ``use`` is
+    done and the body is freed: its decoded rows are alive that long, and a collection would traverse them all
+    while holding the GIL (see :mod:`service.api.gc_pause`). ``use`` must not keep the body: what it still
+    holds when the pause ends is left to a collection."""
     raw = await request.body()
     content_type = request.headers.get("content-type")
     if len(raw) <= INLINE_BYTES:
-        return decode(raw, content_type, model)
-    return await run_in_threadpool(decode, raw, content_type, model)
+        return await use(decode(raw, content_type, model))
+    with collection_paused():
+        # Handed over in a list that is emptied at once: the event loop's callback that delivers a
+        # threadpool result keeps its own reference to it for a while, past the end of the pause.
+        box = await run_in_threadpool(lambda: [decode(raw, content_type, model)])
+        body = box.pop()
+        del raw
+        try:
+            return await use(body)
+        finally:
+            del body   # freed here, by its reference count, while collection is still paused
 
 
 def request_body_doc(model: type[BaseModel], media_type: str = "application/json") -> dict[str, Any]:

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request, Response, status
 from starlette.datastructures import UploadFile
 
 from service.api.deps import OwnerDep, PageDep, SessionDep, SettingsDep
-from service.api.json_body import json_body, request_body_doc
+from service.api.json_body import request_body_doc, with_json_body
 from service.errors import Invalid, PayloadTooLarge, UnsupportedMediaType, problem_responses
 from service.schemas.common import Page
 from service.schemas.datasets import DatasetJSONIn, DatasetOut
@@ -90,8 +90,9 @@ async def create_dataset(request: Request, session: SessionDep, owner: OwnerDep,
             name=name, raw=raw, target=target, task=task, input_shape=input_shape,
         )
     elif ctype == "application/json" or ctype.endswith("+json"):
-        body = await json_body(request, DatasetJSONIn)   # BodyLimit has capped it at max_upload_bytes
-        row = await run_in_threadpool(service.create_from_json, session, settings, owner, body)
+        # BodyLimit has capped the body at max_upload_bytes
+        row = await with_json_body(request, DatasetJSONIn, lambda body: run_in_threadpool(
+            service.create_from_json, session, settings, owner, body))
     else:
         raise UnsupportedMediaType("send multipart/form-data (a CSV file) or application/json")
     return DatasetOut.model_validate(row)

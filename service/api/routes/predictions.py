@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import OwnerDep
-from service.api.json_body import json_body, request_body_doc
+from service.api.json_body import request_body_doc, with_json_body
 from service.errors import problem_responses
 from service.schemas.predictions import PredictIn, PredictOut
 from service.services import predictions as service
@@ -32,12 +32,15 @@ def _predict(request: Request, owner: str, model_id: str, body: PredictIn) -> by
 # limit and a forward pass of at most ``INLINE_WORK`` rows x parameters: tens of microseconds); everything else
 # takes one threadpool hop for the database and NumPy. The owner comes from the in-memory key cache; the response
 # is serialized once, by orjson, from plain values (``PredictOut`` documents it).
-# The body is read by json_body rather than declared as a parameter: a batch of 10,000 rows is up to ~150 MiB of
+# The body is read by with_json_body rather than declared as a parameter: a batch of 10,000 rows is up to ~150 MiB of
 # JSON, which must not be decoded on the event loop.
 @router.post("/{model_id}/predict", response_model=PredictOut, responses=problem_responses(401, 404, 409, 413, 422),
              openapi_extra={"requestBody": request_body_doc(PredictIn)})
 async def predict(request: Request, model_id: str, owner: OwnerDep) -> Response:
-    body = await json_body(request, PredictIn)
+    return await with_json_body(request, PredictIn, lambda body: _predict_body(request, model_id, owner, body))
+
+
+async def _predict_body(request: Request, model_id: str, owner: str, body: PredictIn) -> Response:
     state = request.app.state
     reader = service.sqlite_reader(state)
     if reader is not None:
