@@ -32,8 +32,8 @@ def _predict(request: Request, owner: str, model_id: str, body: PredictIn) -> by
 # limit and a forward pass of at most ``INLINE_WORK`` rows x parameters: tens of microseconds); everything else
 # takes one threadpool hop for the database and NumPy. The owner comes from the in-memory key cache; the response
 # is serialized once, by orjson, from plain values (``PredictOut`` documents it).
-# The body is read by with_json_body rather than declared as a parameter: a batch of 10,000 rows is up to ~150 MiB of
-# JSON, which must not be decoded on the event loop.
+# The body is read by with_json_body rather than declared as a parameter: a batch of 10,000 rows is up to
+# ~150 MiB of JSON, which must not be decoded on the event loop.
 @router.post("/{model_id}/predict", response_model=PredictOut, responses=problem_responses(401, 404, 409, 413, 422),
              openapi_extra={"requestBody": request_body_doc(PredictIn)})
 async def predict(request: Request, model_id: str, owner: OwnerDep) -> Response:
