@@ -151,12 +151,26 @@ class Tanh(Activation):
         return g
 
 
+# Below this many columns a row maximum is taken over a transposed copy: NumPy's reduction along a short last
+# axis costs about 6 us for 128 x 10 (per-row loop setup), an elementwise maximum down the rows of the copy 1.9 us.
+_SHORT_ROWS = 32
+
+
+def _row_max(z: np.ndarray) -> np.ndarray:
+    """max over the last axis, kept as a trailing axis of length 1 (exact: a maximum has no rounding)."""
+    if z.ndim != 2 or z.shape[1] > _SHORT_ROWS:
+        return z.max(axis=-1, keepdims=True)
+    columns = np.empty((z.shape[1], z.shape[0]), dtype=z.dtype)
+    np.copyto(columns, z.T)
+    return np.maximum.reduce(columns, axis=0)[:, None]
+
+
 class Softmax(Activation):
     """Softmax over the last axis, from z - max z."""
     name = "softmax"
 
     def forward(self, z, out):
-        m = z.max(axis=-1, keepdims=True)
+        m = _row_max(z)
         np.subtract(z, m, out=out)
         np.exp(out, out=out)
         out /= out.sum(axis=-1, keepdims=True)

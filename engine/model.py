@@ -378,6 +378,9 @@ class Model:
         self._configure_regularization(regularization)
         xb = self._standardize(X)
         yb = loss_obj.prepare_targets(y, self.dtype)
+        if loss_obj.name == "sparse_categorical_crossentropy" and yb.size and not (
+                0 <= yb.min() and yb.max() < self.output_units):
+            raise ValueError(f"labels must be in [0, {self.output_units - 1}]")
         saved = [b.copy() for b in self._buffer_arrays()]
         self.grads.fill(0.0)
         value, _ = self._train_step(xb, yb, loss_obj, fused, _rng(self.seed, 0xC0FFEE), training)

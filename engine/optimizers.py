@@ -10,9 +10,9 @@ update rule over explicit state arrays.
 
 Speed. The parameters and the gradients are each one contiguous 1-D buffer, so a step is a dozen whole-array
 ufunc calls whatever the depth of the network. Every array is allocated in ``build``; every call writes into a
-preallocated array (``out=``); every scalar is cast to the buffer's dtype once per step, so that float32 buffers
-are never promoted to float64 (numpy would compute a float32 array times an ``np.float64`` scalar in float64,
-several times slower). The step runs over chunks of the buffers small enough for the dozen passes over one
+preallocated array (``out``, passed by position: a keyword costs more per call); every scalar is cast to
+the buffer's dtype once per step, so that float32 buffers are never promoted to float64 (numpy would compute
+a float32 array times an ``np.float64`` scalar in float64, several times slower). The step runs over chunks of the buffers small enough for the dozen passes over one
 chunk, and the two chunk-sized scratch arrays, to stay in the CPU's L2 cache: each state array then crosses
 the memory bus once per step, and the scratch never does. The update rules only read the gradients; clipping
 rewrites them in place, so callers must treat the gradient buffer as overwritten by ``step``.
@@ -193,16 +193,25 @@ class Optimizer:
             if norm > self.global_clipnorm:                 # g <- g * c / max(||g||, c); a zero norm is left alone
                 scale = dt(self.global_clipnorm / norm)
         decay = dt(lr * self.weight_decay) if self.weight_decay else None   # Keras: w <- w - w * wd * lr
-        c = self._scalars(lr, t)
+        # each constant goes into the ufuncs as a 0-d array of the buffer's dtype: NumPy converts a scalar
+        # operand on every call (about 0.17 us each, some 40 calls a step on a small network); a 0-d array
+        # of the same dtype is used as it is, and the arithmetic is the same
+        c = tuple(np.array(v) for v in self._scalars(lr, t))
+        if clip_lo is not None:
+            clip_lo, clip_hi = np.array(clip_lo), np.array(clip_hi)
+        if scale is not None:
+            scale = np.array(scale)
+        if decay is not None:
+            decay = np.array(decay)
         update = self._update
         for p, g, t0, t1, s in self._chunks:
             if clip_lo is not None:
-                np.clip(g, clip_lo, clip_hi, out=g)
+                np.clip(g, clip_lo, clip_hi, g)
             elif scale is not None:
-                np.multiply(g, scale, out=g)
+                np.multiply(g, scale, g)
             if decay is not None:
-                np.multiply(p, decay, out=t0)
-                np.subtract(p, t0, out=p)
+                np.multiply(p, decay, t0)
+                np.subtract(p, t0, p)
             update(p, g, t0, t1, s, c)
         self.iterations = t
 
@@ -286,26 +295,26 @@ class SGD(Optimizer):
 
     def _update(self, p, g, t0, t1, s, c):
         lr, mu = c
-        np.multiply(g, lr, out=t0)                      # lr*g
+        np.multiply(g, lr, t0)                      # lr*g
         if self.momentum > 0:
             v = s["velocity"]
-            np.multiply(v, mu, out=v)
-            np.subtract(v, t0, out=v)                   # v = mu*v - lr*g
+            np.multiply(v, mu, v)
+            np.subtract(v, t0, v)                   # v = mu*v - lr*g
             if self.nesterov:
-                np.multiply(v, mu, out=t1)
-                np.subtract(t1, t0, out=t1)
-                np.add(p, t1, out=p)                    # w += mu*v - lr*g
+                np.multiply(v, mu, t1)
+                np.subtract(t1, t0, t1)
+                np.add(p, t1, p)                    # w += mu*v - lr*g
             else:
-                np.add(p, v, out=p)
+                np.add(p, v, p)
         else:
-            np.subtract(p, t0, out=p)
+            np.subtract(p, t0, p)
 
 
 def _decay_add_square(acc, decay, g, scratch):
     """acc <- decay*acc + g^2 in place (the second-moment sum of RMSprop, Adam and Nadam); returns acc."""
-    np.multiply(acc, decay, out=acc)
-    np.multiply(g, g, out=scratch)
-    np.add(acc, scratch, out=acc)
+    np.multiply(acc, decay, acc)
+    np.multiply(g, g, scratch)
+    np.add(acc, scratch, acc)
     return acc
 
 
@@ -347,24 +356,24 @@ class RMSprop(Optimizer):
         v = _decay_add_square(s["v_sum"], rho, g, t0)  # v_sum = rho*v_sum + g^2
         if self.centered:
             gs = s["g_sum"]
-            np.multiply(gs, rho, out=gs)
-            np.add(gs, g, out=gs)                       # g_sum = rho*g_sum + g
-            np.multiply(gs, gs, out=t0)
-            np.multiply(t0, k, out=t0)
-            np.subtract(v, t0, out=t0)
-            np.add(t0, eps, out=t0)
+            np.multiply(gs, rho, gs)
+            np.add(gs, g, gs)                       # g_sum = rho*g_sum + g
+            np.multiply(gs, gs, t0)
+            np.multiply(t0, k, t0)
+            np.subtract(v, t0, t0)
+            np.add(t0, eps, t0)
         else:
-            np.add(v, eps, out=t0)
-        np.sqrt(t0, out=t0)
-        np.divide(g, t0, out=t1)
-        np.multiply(t1, lr, out=t1)                     # inc
+            np.add(v, eps, t0)
+        np.sqrt(t0, t0)
+        np.divide(g, t0, t1)
+        np.multiply(t1, lr, t1)                     # inc
         if self.momentum > 0:
             m = s["momentum"]
-            np.multiply(m, mu, out=m)
-            np.add(m, t1, out=m)
-            np.subtract(p, m, out=p)
+            np.multiply(m, mu, m)
+            np.add(m, t1, m)
+            np.subtract(p, m, p)
         else:
-            np.subtract(p, t1, out=p)
+            np.subtract(p, t1, p)
 
 
 class Adam(Optimizer):
@@ -403,15 +412,15 @@ class Adam(Optimizer):
         b1, b2, eps, step = c
         m = s["m_sum"]
         v = _decay_add_square(s["v_sum"], b2, g, t0)   # v_sum = b2*v_sum + g^2
-        np.multiply(m, b1, out=m)
-        np.add(m, g, out=m)                             # m_sum = b1*m_sum + g
+        np.multiply(m, b1, m)
+        np.add(m, g, m)                             # m_sum = b1*m_sum + g
         if self.amsgrad:
             v = np.maximum(s["v_sum_max"], v, out=s["v_sum_max"])
-        np.sqrt(v, out=t0)
-        np.add(t0, eps, out=t0)
-        np.divide(m, t0, out=t1)
-        np.multiply(t1, step, out=t1)
-        np.subtract(p, t1, out=p)
+        np.sqrt(v, t0)
+        np.add(t0, eps, t0)
+        np.divide(m, t0, t1)
+        np.multiply(t1, step, t1)
+        np.subtract(p, t1, p)
 
 
 class AdamW(Adam):
@@ -453,15 +462,15 @@ class Adadelta(Optimizer):
         rho, eps, lr = c
         d = s["delta_sum"]
         v = _decay_add_square(s["v_sum"], rho, g, t0)  # v_sum = rho*v_sum + g^2
-        np.add(v, eps, out=t1)
-        np.sqrt(t1, out=t1)                             # sqrt(Eg + eps) / sqrt(1-rho)
-        np.add(d, eps, out=t0)
-        np.sqrt(t0, out=t0)                             # sqrt(Ed + eps) / sqrt(1-rho)
-        np.multiply(t0, g, out=t0)
-        np.divide(t0, t1, out=t0)                       # -d
+        np.add(v, eps, t1)
+        np.sqrt(t1, t1)                             # sqrt(Eg + eps) / sqrt(1-rho)
+        np.add(d, eps, t0)
+        np.sqrt(t0, t0)                             # sqrt(Ed + eps) / sqrt(1-rho)
+        np.multiply(t0, g, t0)
+        np.divide(t0, t1, t0)                       # -d
         _decay_add_square(d, rho, t0, t1)               # delta_sum = rho*delta_sum + d^2
-        np.multiply(t0, lr, out=t0)
-        np.subtract(p, t0, out=p)
+        np.multiply(t0, lr, t0)
+        np.subtract(p, t0, p)
 
 
 class Adagrad(Optimizer):
@@ -486,13 +495,13 @@ class Adagrad(Optimizer):
     def _update(self, p, g, t0, t1, s, c):
         eps, lr = c
         acc = s["accumulator"]
-        np.multiply(g, g, out=t0)
-        np.add(acc, t0, out=acc)
-        np.add(acc, eps, out=t0)
-        np.sqrt(t0, out=t0)
-        np.multiply(g, lr, out=t1)
-        np.divide(t1, t0, out=t1)
-        np.subtract(p, t1, out=p)
+        np.multiply(g, g, t0)
+        np.add(acc, t0, acc)
+        np.add(acc, eps, t0)
+        np.sqrt(t0, t0)
+        np.multiply(g, lr, t1)
+        np.divide(t1, t0, t1)
+        np.subtract(p, t1, p)
 
 
 class Nadam(Optimizer):
@@ -539,15 +548,15 @@ class Nadam(Optimizer):
         b1, b2, eps, a, b = c
         m = s["m_sum"]
         v = _decay_add_square(s["v_sum"], b2, g, t0)   # v_sum = b2*v_sum + g^2
-        np.multiply(m, b1, out=m)
-        np.add(m, g, out=m)                             # m_sum = b1*m_sum + g
-        np.multiply(m, a, out=t1)
-        np.multiply(g, b, out=t0)
-        np.add(t1, t0, out=t1)                          # lr*mhat, in units of sqrt(v_sum)/sqrt(vhat)
-        np.sqrt(v, out=t0)
-        np.add(t0, eps, out=t0)
-        np.divide(t1, t0, out=t1)
-        np.subtract(p, t1, out=p)
+        np.multiply(m, b1, m)
+        np.add(m, g, m)                             # m_sum = b1*m_sum + g
+        np.multiply(m, a, t1)
+        np.multiply(g, b, t0)
+        np.add(t1, t0, t1)                          # lr*mhat, in units of sqrt(v_sum)/sqrt(vhat)
+        np.sqrt(v, t0)
+        np.add(t0, eps, t0)
+        np.divide(t1, t0, t1)
+        np.subtract(p, t1, p)
 
 
 # ----------------------------------------------------------------------------------------------- factory
