@@ -313,7 +313,7 @@ def _bench_rows(sf, X, y, spec, config, n_classes):
         s.flush()
         job = Job(owner_id=owner.id, model_id=m.id, dataset_id=d.id, status="queued",
                   config={**engine.normalize_fit_config(config), "checkpoint_every": 1},
-                  epochs=config["epochs"], history=[])
+                  epochs=config["epochs"])
         s.add(job)
         s.flush()
         return job.id

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -36,7 +37,9 @@ RETRY_MS = 2000
 
 
 class Subscription:
-    """A watcher's mailbox: only the latest snapshot matters (each one is the job's whole state)."""
+    """A watcher's mailbox. A snapshot's status fields are the job's whole state, so only the latest counts;
+    its history holds only the rows the poller had not read before, so the rows of snapshots the watcher has
+    not taken yet are kept, in order, ahead of the new ones."""
 
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
@@ -47,6 +50,8 @@ class Subscription:
     def push(self, snap: Snapshot | None) -> None:
         if snap is None:
             self.gone = True
+        elif self.latest is not None:      # not taken yet: keep its rows
+            self.latest = replace(snap, history=self.latest.history + snap.history)
         else:
             self.latest = snap
         self._changed.set()
@@ -55,7 +60,8 @@ class Subscription:
         """The next snapshot; None when the job is gone. Raises TimeoutError after ``timeout`` s of quiet."""
         await asyncio.wait_for(self._changed.wait(), timeout)
         self._changed.clear()
-        return None if self.gone else self.latest
+        snap, self.latest = self.latest, None
+        return None if self.gone else snap
 
 
 class EventHub:
@@ -64,6 +70,7 @@ class EventHub:
         self.poll_interval_s = poll_interval_s
         self._subs: dict[str, set[Subscription]] = {}
         self._fingerprints: dict[str, Fingerprint] = {}
+        self._epochs_read: dict[str, int] = {}   # the last history epoch the poller read, per watched job
         self._task: asyncio.Task[None] | None = None
         # Counters (tests and /metrics): poll cycles, statements the poller ran, reads on connect, and the
         # largest number of watchers one poll cycle served.
@@ -92,6 +99,7 @@ class EventHub:
         if not subs:
             del self._subs[sub.job_id]
             self._fingerprints.pop(sub.job_id, None)
+            self._epochs_read.pop(sub.job_id, None)
 
     def _ensure_task(self) -> None:
         loop = asyncio.get_running_loop()
@@ -122,7 +130,8 @@ class EventHub:
             if not ids:
                 break
             try:
-                found, changed = await run_in_threadpool(self._poll, ids, dict(self._fingerprints))
+                found, changed = await run_in_threadpool(
+                    self._poll, ids, dict(self._fingerprints), dict(self._epochs_read))
             except Exception as exc:  # a database hiccup: watchers wait for the next poll
                 log.warning("event poll failed: %s", exc)
                 continue
@@ -138,15 +147,18 @@ class EventHub:
                 self._fingerprints[job_id] = found[job_id]
                 snap = changed.get(job_id)
                 if snap is not None:
+                    if snap.history:
+                        self._epochs_read[job_id] = int(snap.history[-1].get("epoch", 0))
                     for sub in list(subs):
                         sub.push(snap)
                 served += len(subs)
             self.max_watchers_per_poll = max(self.max_watchers_per_poll, served)
 
     def _poll(
-        self, ids: list[str], known: dict[str, Fingerprint]
+        self, ids: list[str], known: dict[str, Fingerprint], epochs_read: dict[str, int]
     ) -> tuple[dict[str, Fingerprint], dict[str, Snapshot]]:
-        """Runs in a worker thread: one statement for every watched job, one more for those that changed."""
+        """Runs in a worker thread: one read of every watched job's fingerprint, one more of those that changed
+        (their rows and the history rows after the epoch last read)."""
         with self.session_factory() as session:
             self.polls += 1
             self.queries += 1
@@ -155,16 +167,17 @@ class EventHub:
             changed: dict[str, Snapshot] = {}
             if stale:
                 self.queries += 1
-                changed = read_snapshots(session, stale)
+                changed = read_snapshots(session, stale, epochs_read)
                 # The row may have moved on between the two reads: remember what was actually read.
                 found.update({i: fingerprint(s) for i, s in changed.items()})
         return found, changed
 
-    def read(self, job_id: str) -> Snapshot | None:
-        """The job's snapshot now (a watcher's first look; runs in a worker thread)."""
+    def read(self, job_id: str, after_epoch: int = 0) -> Snapshot | None:
+        """The job's snapshot now, with the history rows after ``after_epoch`` (a watcher's first look; runs
+        in a worker thread)."""
         with self.session_factory() as session:
             self.initial_reads += 1
-            return read_snapshots(session, [job_id]).get(job_id)
+            return read_snapshots(session, [job_id], {job_id: after_epoch}).get(job_id)
 
     # ------------------------------------------------------------------------------------------------
 
@@ -173,7 +186,7 @@ class EventHub:
         sub = self.subscribe(job_id)  # before the first read, so that no change falls between the two
         try:
             yield f"retry: {RETRY_MS}\n\n"
-            snap: Any = await run_in_threadpool(self.read, job_id)
+            snap: Any = await run_in_threadpool(self.read, job_id, cursor.epoch)
             while snap is not None:
                 events, cursor = events_since(snap, cursor)
                 for event in events:

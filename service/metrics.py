@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.config import Settings
 from service.db.fork_safe_sqlite import connect_args
 from service.db.models import Checkpoint, Dataset, Job
+from service.services import job_history
 
 log = logging.getLogger("backprop.metrics")
 
@@ -168,7 +169,7 @@ class StateCollector(Collector):
 
     def _throughput(self, session: Session) -> Iterator[Metric]:
         rows = session.execute(
-            select(Job.id, Job.config, Job.history, Dataset.n_samples)
+            select(Job.id, Job.config, Dataset.n_samples)
             .join(Dataset, Dataset.id == Job.dataset_id)
             .where(Job.status == "running")
         ).all()
@@ -178,11 +179,12 @@ class StateCollector(Collector):
             labels=["job_id"],
         )
         total = 0.0
+        latest = job_history.latest_rows(session, [r.id for r in rows])
         for r in rows:
-            history = r.history or []
-            if not history:
+            row = latest.get(r.id)
+            if row is None:
                 continue
-            rate = samples_per_second(history[-1], n_train_samples(int(r.n_samples), r.config or {}))
+            rate = samples_per_second(row, n_train_samples(int(r.n_samples), r.config or {}))
             if rate is not None:
                 g.add_metric([r.id], rate)
                 total += rate

@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker, undefer
 from service.config import Settings, get_settings
 from service.db.models import Dataset, Job, Model
 from service.db.session import session_factory as make_session_factory
+from service.services import job_history
 from service.services import training_results as tr
 
 log = logging.getLogger(__name__)
@@ -282,9 +283,7 @@ class Store:
                 epoch, data = checkpoint
                 row = next((r for r in rows if int(r.get("epoch", 0)) == epoch), None)
                 if row is None:
-                    job = s.get(Job, c.job_id)
-                    row = next((r for r in (job.history or [])
-                                if int(r.get("epoch", 0)) == epoch), {})
+                    row = job_history.row_at(s, c.job_id, epoch) or {}
                 if not tr.save_checkpoint(s, c.job_id, epoch, row_metrics(row), data,
                                           keep_last=KEEP_LAST_CHECKPOINTS, worker=c.token):
                     return False

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
+    PrimaryKeyConstraint,
     String,
     UniqueConstraint,
 )
@@ -125,7 +126,6 @@ class Job(Base):
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
     epoch: Mapped[int] = mapped_column(Integer, default=0)
     epochs: Mapped[int] = mapped_column(Integer)
-    history: Mapped[list[Any]] = mapped_column(JSON, default=list)
     result_version: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -138,6 +138,17 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class JobEpoch(Base):
+    """One history row of a job (the engine's row for that epoch), a table row per epoch: recording an epoch
+    inserts its row instead of rewriting the whole history, and a reader asks for the rows it lacks."""
+    __tablename__ = "job_epochs"
+    __table_args__ = (PrimaryKeyConstraint("job_id", "epoch"),)
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    epoch: Mapped[int] = mapped_column(Integer)
+    row: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
 class Checkpoint(Base):

@@ -72,13 +72,10 @@ class JobOut(ORMModel):
     finished_at: UTCDateTime | None
 
     @classmethod
-    def from_row(cls, row: Any, history_tail: int | None = None) -> JobOut:
-        """``history_tail``: keep only the last that many history rows (None: all of them)."""
+    def from_row(cls, row: Any, history: list[dict[str, Any]]) -> JobOut:
+        """``row``: the job; ``history``: the rows to show (services.job_history reads them)."""
         epochs = max(int(row.epochs or 0), 0)
         epoch = int(row.epoch or 0)
-        history = row.history or []
-        if history_tail is not None:
-            history = history[-history_tail:] if history_tail else []
         return cls(
             id=row.id,
             model_id=row.model_id,

@@ -1,6 +1,6 @@
 """The event stream of a job, computed from its row: what a watcher who has seen up to a cursor must see next.
 
-A job's stream is a pure function of its row (status, attempts, history), so any process can serve it and a
+A job's stream is a pure function of its row (status, attempts) and its history rows, so any process can serve it and a
 reconnecting watcher resumes exactly where it stopped:
 
 - ``status`` events carry ``{"id", "status", "attempts", "progress", "error", "result_version"}``;
@@ -28,6 +28,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.db.models import Job
+from service.services import job_history
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -151,7 +152,7 @@ def events_since(snap: Snapshot, cursor: Cursor) -> tuple[list[Event], Cursor]:
 
 
 # --------------------------------------------------------------------------------------------------
-# Reads (one statement each; the hub counts them)
+# Reads (the hub counts them: the fingerprints are one statement, the snapshots two)
 # --------------------------------------------------------------------------------------------------
 
 Fingerprint = tuple[str, int, int]
@@ -165,14 +166,17 @@ def read_fingerprints(session: Session, job_ids: list[str]) -> dict[str, Fingerp
     return {r.id: (r.status, int(r.attempts or 0), int(r.epoch or 0)) for r in rows}
 
 
-def read_snapshots(session: Session, job_ids: list[str]) -> dict[str, Snapshot]:
+def read_snapshots(session: Session, job_ids: list[str], after: dict[str, int] | None = None
+                   ) -> dict[str, Snapshot]:
+    """The jobs' rows, with the history rows after ``after[job_id]`` (0 or missing: the whole history)."""
     if not job_ids:
         return {}
     rows = session.execute(
         select(
-            Job.id, Job.status, Job.attempts, Job.epoch, Job.epochs, Job.history, Job.error, Job.result_version
+            Job.id, Job.status, Job.attempts, Job.epoch, Job.epochs, Job.error, Job.result_version
         ).where(Job.id.in_(job_ids))
     ).all()
+    histories = job_history.load_many(session, [r.id for r in rows], after)
     return {
         r.id: Snapshot(
             job_id=r.id,
@@ -180,7 +184,7 @@ def read_snapshots(session: Session, job_ids: list[str]) -> dict[str, Snapshot]:
             attempts=int(r.attempts or 0),
             epoch=int(r.epoch or 0),
             epochs=int(r.epochs or 0),
-            history=tuple(r.history or ()),
+            history=tuple(histories[r.id]),
             error=r.error,
             result_version=r.result_version,
         )

@@ -124,7 +124,6 @@ def create(
         config={**config, "checkpoint_every": checkpoint_every},
         epoch=0,
         epochs=epochs,
-        history=[],
         attempts=0,
         max_attempts=settings.max_attempts,
         cancel_requested=False,

@@ -27,6 +27,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, undefer
 
 from service.db.models import Checkpoint, Dataset, Job, Model, ModelVersion, utcnow
+from service.services import job_history
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -81,22 +82,15 @@ def record_epoch(
 
 
 def record_epochs(session: Session, job_id: str, rows: list[dict[str, Any]], worker: str | None = None) -> bool:
-    """``record_epoch`` for several consecutive rows (each with its ``epoch``) in one update of the job.
-
-    The history is one JSON value on the job, so each update rewrites all of it: row by row, a transaction
-    carrying k rows of an n-epoch history cost k rewrites of n rows, and a job of thousands of short epochs
-    held SQLite's write lock long enough to starve every other writer past its busy timeout."""
+    """``record_epoch`` for several consecutive rows (each with its ``epoch``) in one transaction: the rows
+    are inserted into ``job_epochs`` (after deleting any from the first of them on) and the job's progress
+    and heartbeat move, so a write costs the same however long the history already is."""
     if not rows:
         return True
     job = _locked_job(session, job_id, worker)
     if job is None:
         return False
-    first = min(int(r["epoch"]) for r in rows)
-    history = [r for r in (job.history or []) if int(r.get("epoch", 0)) < first]
-    for row in sorted(rows, key=lambda r: int(r["epoch"])):
-        history.append({**row, "epoch": int(row["epoch"])})
-    job.history = history
-    job.epoch = int(history[-1]["epoch"])
+    job.epoch = job_history.replace_from(session, job_id, rows)
     job.heartbeat_at = utcnow()
     session.flush()
     return True
@@ -203,9 +197,10 @@ def complete_job(
     job.status = "succeeded"
     job.result_version = version
     if history is not None:
-        job.history = history
-        if history:
-            job.epoch = int(history[-1].get("epoch", len(history)))
+        last = job_history.replace_all(
+            session, job.id, [{**row, "epoch": int(row.get("epoch", i))} for i, row in enumerate(history, 1)])
+        if last is not None:
+            job.epoch = last
     job.finished_at = now
     job.heartbeat_at = now
     job.error = None

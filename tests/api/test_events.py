@@ -247,3 +247,30 @@ def test_events_since_orders_and_resumes():
                                                                                     "message": "m"}, None)
     events, _ = events_since(nan, Cursor())
     assert '"loss":null' in events[0].encode()
+
+
+def test_a_watcher_that_falls_behind_keeps_every_row_it_has_not_taken():
+    """The poller hands over only the history rows it had not read before; a watcher that has not taken the
+    previous snapshot yet must get those rows ahead of the new ones, with the newest status."""
+    import asyncio
+
+    from service.events import Subscription
+    from service.services.job_events import Snapshot
+
+    def snap(status, epoch, rows):
+        return Snapshot(job_id="j", status=status, attempts=1, epoch=epoch, epochs=9, history=tuple(rows),
+                        error=None, result_version=None)
+
+    async def scenario():
+        sub = Subscription("j")
+        sub.push(snap("running", 2, [{"epoch": 1}, {"epoch": 2}]))
+        sub.push(snap("running", 3, [{"epoch": 3}]))
+        sub.push(snap("succeeded", 4, [{"epoch": 4}]))
+        first = await sub.wait(1.0)
+        sub.push(snap("succeeded", 4, []))
+        second = await sub.wait(1.0)
+        return first, second
+
+    first, second = asyncio.run(scenario())
+    assert [r["epoch"] for r in first.history] == [1, 2, 3, 4] and first.status == "succeeded"
+    assert second.history == ()            # taken rows are not handed over again

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from service.db.models import Checkpoint, Job, ModelVersion
-from service.services import training_results
+from service.services import job_history, training_results
 from tests.api.helpers import make_dataset, make_job, make_model, run_job_in_process
 
 XOR = "a,b,y\n" + "\n".join(f"{i % 2},{(i // 2) % 2},{(i % 2) ^ ((i // 2) % 2)}" for i in range(40)) + "\n"
@@ -160,9 +160,9 @@ def test_checkpoint_retention_and_history_replacement(client, auth, session_fact
 
 
 def test_many_epochs_in_one_transaction_update_the_job_once(client, auth, session_factory):
-    """The worker hands over the epochs since its last write together; they cost one UPDATE of the job
-    (its history is one JSON value, rewritten whole each time), not one per epoch, and give the history
-    that epoch-by-epoch calls give, replays of a dead attempt's epochs included."""
+    """The worker hands over the epochs since its last write together; they cost one UPDATE of the job (its
+    progress), not one per epoch, and give the history that epoch-by-epoch calls give, replays of a dead
+    attempt's epochs included."""
     from sqlalchemy import event
 
     ds = make_dataset(client, auth, XOR)
@@ -187,12 +187,44 @@ def test_many_epochs_in_one_transaction_update_the_job_once(client, auth, sessio
         event.remove(bind, "before_cursor_execute", count)
     assert len(updates) == 1, updates
     with session_factory() as s:
-        history = s.get(Job, jid).history
+        history = job_history.load(s, jid)
         assert s.get(Job, jid).epoch == 400
     assert [r["epoch"] for r in history] == list(range(1, 401))
     assert {r["loss"] for r in history[:150]} == {1.0} and {r["loss"] for r in history[150:]} == {0.5}
     with session_factory() as s, s.begin():
         assert not training_results.record_epochs(s, jid, [{"loss": 0, "epoch": 401}], "someone-else")
+
+
+def test_recording_an_epoch_does_not_carry_the_history_already_stored(client, auth, session_factory):
+    """History rows live one per epoch in job_epochs: the write of epoch 3,001 sends that row and the job's
+    progress, not the 3,000 rows before it (one JSON value rewritten whole made long jobs quadratic)."""
+    from sqlalchemy import event
+
+    ds = make_dataset(client, auth, XOR)
+    jid = make_job(client, auth, make_model(client, auth)["id"], ds["id"], epochs=5000)["id"]
+    row = {"loss": 0.25, "accuracy": 0.5, "learning_rate": 0.001, "grad_norms": {"dense": 0.1}, "seconds": 0.01}
+    with session_factory() as s, s.begin():
+        assert training_results.claim_job(s, jid, "w")
+    with session_factory() as s, s.begin():
+        assert training_results.record_epochs(s, jid, [{**row, "epoch": e} for e in range(1, 3001)], "w")
+    sent: list[int] = []
+
+    def measure(conn, cursor, statement, params, context, executemany):
+        sent.append(len(statement) + len(repr(params)))
+
+    bind = session_factory.kw["bind"]
+    event.listen(bind, "before_cursor_execute", measure)
+    try:
+        with session_factory() as s, s.begin():
+            assert training_results.record_epochs(s, jid, [{**row, "epoch": 3001}], "w")
+    finally:
+        event.remove(bind, "before_cursor_execute", measure)
+    one_row = len(repr(row))
+    assert sum(sent) < 40 * one_row, sent        # the 3,000 stored rows alone would be 3,000 of them
+    with session_factory() as s:
+        assert [r["epoch"] for r in job_history.load(s, jid)] == list(range(1, 3002))
+        assert s.get(Job, jid).epoch == 3001
+        assert [r["epoch"] for r in job_history.load(s, jid, after=2998)] == [2999, 3000, 3001]
 
 
 def test_list_can_carry_only_the_tail_of_each_history(client, auth, session_factory):

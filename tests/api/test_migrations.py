@@ -64,3 +64,46 @@ def test_alembic_cli_config_works(tmp_path, monkeypatch):
         assert "jobs" in inspect(engine).get_table_names()
     finally:
         engine.dispose()
+
+
+def test_histories_move_to_job_epochs_and_back(empty_url):
+    """0001 kept each job's history as one JSON value; 0002 moves it to one job_epochs row per epoch (a
+    repeated epoch keeps its later row) and drops the column; downgrading folds the rows back."""
+    import json
+
+    from alembic import command
+    from sqlalchemy import text
+
+    from service.migrate import alembic_config
+
+    cfg = alembic_config(empty_url)
+    command.upgrade(cfg, "0001")
+    engine = make_engine(empty_url)
+    history = [{"epoch": 1, "loss": 0.9}, {"epoch": 2, "loss": 0.7}, {"epoch": 2, "loss": 0.6},
+               {"epoch": 3, "loss": 0.5, "grad_norms": {"dense": 0.1}}]
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO owners (id, name, created_at) VALUES ('o', 'o', CURRENT_TIMESTAMP)"))
+            conn.execute(text(
+                "INSERT INTO models (id, owner_id, name, input_shape, spec, summary, latest_version, created_at) "
+                "VALUES ('m', 'o', 'm', '[2]', '{}', '{}', 0, CURRENT_TIMESTAMP)"))
+            for job_id, rows in (("j1", history), ("j2", [])):
+                conn.execute(text(
+                    "INSERT INTO jobs (id, owner_id, model_id, status, config, epoch, epochs, history, attempts, "
+                    "max_attempts, cancel_requested, created_at) VALUES (:id, 'o', 'm', 'succeeded', '{}', 3, 3, "
+                    ":history, 1, 3, false, CURRENT_TIMESTAMP)"), {"id": job_id, "history": json.dumps(rows)})
+        command.upgrade(cfg, "head")
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT job_id, epoch, row FROM job_epochs ORDER BY job_id, epoch")).all()
+            columns = {c["name"] for c in inspect(conn).get_columns("jobs")}
+        assert [(r[0], r[1]) for r in rows] == [("j1", 1), ("j1", 2), ("j1", 3)]
+        stored = [r[2] if isinstance(r[2], dict) else json.loads(r[2]) for r in rows]
+        assert stored == [history[0], history[2], history[3]]
+        assert "history" not in columns
+        command.downgrade(cfg, "0001")
+        with engine.connect() as conn:
+            back = dict(conn.execute(text("SELECT id, history FROM jobs")).all())
+        back = {k: v if isinstance(v, list) else json.loads(v) for k, v in back.items()}
+        assert back == {"j1": [history[0], history[2], history[3]], "j2": []}
+    finally:
+        engine.dispose()

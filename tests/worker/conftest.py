@@ -84,7 +84,7 @@ def make_job(sf):
             cfg = {"loss": "sparse_categorical_crossentropy", "epochs": epochs, "seed": 1,
                    "checkpoint_every": 1, **config}
             job = Job(owner_id=owner.id, model_id=model.id, dataset_id=ds.id, status=status,
-                      config=cfg, epochs=epochs, history=[], enqueued_at=utcnow())
+                      config=cfg, epochs=epochs, enqueued_at=utcnow())
             s.add(job)
             s.flush()
             return job.id

@@ -10,6 +10,7 @@ from sqlalchemy import select, update
 from sqlalchemy import exc as sa_exc
 
 from service.db.models import Checkpoint, Job, Model, ModelVersion
+from service.services import job_history
 from workers import runner
 from workers.runner import db_retry, run_job
 
@@ -21,12 +22,18 @@ def job_row(sf, job_id):
         return s.get(Job, job_id)
 
 
+def epochs_of(sf, job_id):
+    """The epochs of the job's stored history, in order."""
+    with sf() as s:
+        return [r["epoch"] for r in job_history.load(s, job_id)]
+
+
 def test_success_writes_version_history_and_prunes_checkpoints(sf, settings, make_job, fake_engine):
     job_id = make_job(epochs=5)
     assert run_job(job_id, settings=settings, session_factory=sf) == "succeeded"
     job = job_row(sf, job_id)
     assert job.status == "succeeded" and job.result_version == 1 and job.attempts == 1
-    assert [r["epoch"] for r in job.history] == [1, 2, 3, 4, 5]
+    assert epochs_of(sf, job_id) == [1, 2, 3, 4, 5]
     assert job.error is None and job.finished_at is not None
     with sf() as s:
         versions = s.scalars(select(ModelVersion)).all()
@@ -71,7 +78,7 @@ def test_versions_are_numbered_per_model(sf, settings, make_job, fake_engine):
         with sf() as s, s.begin():
             src = s.get(Job, first)
             j = Job(owner_id=src.owner_id, model_id=model_id, dataset_id=src.dataset_id,
-                    config=src.config, epochs=src.epochs, history=[])
+                    config=src.config, epochs=src.epochs)
             s.add(j)
             s.flush()
             ids.append(j.id)
@@ -115,7 +122,7 @@ def test_resume_from_latest_checkpoint_after_a_crash(sf, settings, make_job, fak
     assert run_job(job_id, settings=settings, session_factory=sf) == "succeeded"
     assert [c for c in FakeModel.calls if c[0] != "checkpoint"] == [("resume", 2)]
     job = job_row(sf, job_id)
-    assert job.attempts == 2 and [r["epoch"] for r in job.history] == [1, 2, 3, 4]
+    assert job.attempts == 2 and epochs_of(sf, job_id) == [1, 2, 3, 4]
     with sf() as s:
         a, b = (s.scalars(select(ModelVersion.data).where(ModelVersion.job_id == j)).one()
                 for j in (ref, job_id))
@@ -126,12 +133,12 @@ def test_history_rows_past_the_checkpoint_are_replaced(sf, settings, make_job, f
     job_id = make_job(epochs=4, checkpoint_every=2, crash_after=3)
     with pytest.raises(SimulatedCrash):
         run_job(job_id, settings=settings, session_factory=sf)
-    assert [r["epoch"] for r in job_row(sf, job_id).history] == [1, 2, 3]
+    assert epochs_of(sf, job_id) == [1, 2, 3]
     with sf() as s, s.begin():
         s.execute(update(Job).where(Job.id == job_id).values(status="queued", worker=None))
     assert run_job(job_id, settings=settings, session_factory=sf) == "succeeded"
     assert ("resume", 2) in FakeModel.calls
-    assert [r["epoch"] for r in job_row(sf, job_id).history] == [1, 2, 3, 4]
+    assert epochs_of(sf, job_id) == [1, 2, 3, 4]
 
 
 def test_diverged_fails_with_advice(sf, settings, make_job, fake_engine):
@@ -243,7 +250,7 @@ def test_checkpoints_are_spaced_out_to_stay_within_budget(sf, settings, make_job
     assert run_job(job_id, settings=settings, session_factory=sf) == "succeeded"
     elapsed = time.monotonic() - t0
     job = job_row(sf, job_id)
-    assert [r["epoch"] for r in job.history] == list(range(1, 301))
+    assert epochs_of(sf, job_id) == list(range(1, 301))
     taken = [c for c in FakeModel.calls if c[0] == "checkpoint"]
     # Each checkpoint costs at least its 10 ms sleep, so one is due per 10 ms / budget = 200 ms of
     # run at most (the first after the first 200 ms): a bound from the run's own length, as a slow
@@ -267,7 +274,7 @@ def test_slow_database_does_not_slow_training(sf, settings, make_job, fake_engin
     assert run_job(job_id, settings=settings, session_factory=sf) == "succeeded"
     assert time.monotonic() - t0 < 100 * 0.05 / 2  # far less than one write per epoch
     assert sum(writes) == 100 and len(writes) < 20
-    assert [r["epoch"] for r in job_row(sf, job_id).history] == list(range(1, 101))
+    assert epochs_of(sf, job_id) == list(range(1, 101))
 
 
 def test_short_epochs_are_written_in_batches(sf, settings, make_job, fake_engine, monkeypatch):

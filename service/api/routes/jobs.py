@@ -9,7 +9,7 @@ from service.api.deps import EnqueueDep, OwnerDep, PageDep, SessionDep, Settings
 from service.errors import problem_responses
 from service.schemas.common import Page
 from service.schemas.jobs import CheckpointOut, JobCreate, JobOut, JobStatus
-from service.services import jobs as service
+from service.services import job_history, jobs as service
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -27,7 +27,7 @@ def create_job(
     # (and the commit after it) would wait for a free thread: a burst of submissions deadlocked
     # until the connection pool timed out (503s after 30 s).
     session.commit()
-    return JobOut.from_row(job)
+    return JobOut.from_row(job, [])
 
 
 @router.get("", response_model=Page[JobOut], responses=problem_responses(401, 422))
@@ -44,12 +44,14 @@ def list_jobs(
     )] = None,
 ) -> Page[JobOut]:
     rows, total = service.list_(session, owner, page.limit, page.offset, status=status, model_id=model_id)
-    return Page[JobOut](items=[JobOut.from_row(r, history_tail) for r in rows], total=total)
+    histories = job_history.tails(session, rows, history_tail)
+    return Page[JobOut](items=[JobOut.from_row(r, histories[r.id]) for r in rows], total=total)
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=problem_responses(401, 404))
 def get_job(job_id: str, session: SessionDep, owner: OwnerDep) -> JobOut:
-    return JobOut.from_row(service.get(session, owner, job_id))
+    job = service.get(session, owner, job_id)
+    return JobOut.from_row(job, job_history.load(session, job.id))
 
 
 @router.post(
@@ -57,7 +59,8 @@ def get_job(job_id: str, session: SessionDep, owner: OwnerDep) -> JobOut:
     responses=problem_responses(401, 404, 409),
 )
 def cancel_job(job_id: str, session: SessionDep, owner: OwnerDep) -> JobOut:
-    return JobOut.from_row(service.cancel(session, owner, job_id))
+    job = service.cancel(session, owner, job_id)
+    return JobOut.from_row(job, job_history.load(session, job.id))
 
 
 @router.get(
