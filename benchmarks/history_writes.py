@@ -2,7 +2,7 @@
 
     python -m benchmarks.history_writes                       # SQLite and PostgreSQL (if reachable), up to 50,000 epochs
     python -m benchmarks.history_writes --sizes 1000 10000    # quicker
-    python -m benchmarks.history_writes --pg-url postgresql+psycopg://root@127.0.0.1:5432/postgres
+    python -m benchmarks.history_writes --pg-url postgresql+psycopg://root@127.0.0.1:5432/test
 
 For each history length n, a job holding n epochs records epoch n + 1 the way a worker does
 (``training_results.record_epochs`` in one transaction: lock the job, insert the row, move its progress); the
@@ -106,24 +106,50 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000, 50000])
     parser.add_argument("--pg-url", default=os.environ.get("BACKPROP_BENCH_PG_URL"))
+    parser.add_argument("--pg-admin-url", default=os.environ.get(
+        "BACKPROP_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"),
+        help="where a scratch database is created (and dropped) when --pg-url is not given")
     parser.add_argument("--no-pg", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         report("SQLite", measure(f"sqlite:///{tmp}/history.db", args.sizes))
     if args.no_pg:
         return
-    from tests.conftest import create_pg_database, drop_pg_database, pg_available
-
     if args.pg_url:
         report("PostgreSQL", measure(args.pg_url, args.sizes))
-    elif pg_available():
-        url = create_pg_database()
-        try:
-            report("PostgreSQL", measure(url, args.sizes))
-        finally:
-            drop_pg_database(url)
-    else:
-        print("\nPostgreSQL is not reachable: SQLite only")
+        return
+    try:
+        url = scratch_pg_database(args.pg_admin_url)
+    except Exception as exc:  # noqa: BLE001 - any connection failure means: no PostgreSQL here
+        print(f"\nPostgreSQL is not reachable ({type(exc).__name__}): SQLite only")
+        return
+    try:
+        report("PostgreSQL", measure(url, args.sizes))
+    finally:
+        drop_pg_database(args.pg_admin_url, url)
+
+
+def _libpq(url: str) -> str:
+    return url.replace("postgresql+psycopg", "postgresql")
+
+
+def scratch_pg_database(admin_url: str) -> str:
+    """A new, empty database next to ``admin_url``'s; returns its SQLAlchemy URL."""
+    import uuid
+
+    import psycopg
+
+    name = f"bp_bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(_libpq(admin_url), autocommit=True, connect_timeout=3) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"{admin_url.rpartition('/')[0]}/{name}"
+
+
+def drop_pg_database(admin_url: str, url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(_libpq(admin_url), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{url.rpartition("/")[2]}" WITH (FORCE)')
 
 
 if __name__ == "__main__":
