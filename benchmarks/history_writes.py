@@ -1,6 +1,6 @@
 """What recording one more epoch costs as a job's history grows, beside the one-JSON-value design it replaced.
 
-    python -m benchmarks.history_writes                       # SQLite and PostgreSQL (if reachable), up to 50,000 epochs
+    python -m benchmarks.history_writes                       # SQLite, and PostgreSQL if reachable
     python -m benchmarks.history_writes --sizes 1000 10000    # quicker
     python -m benchmarks.history_writes --pg-url postgresql+psycopg://root@127.0.0.1:5432/test
 

@@ -12,9 +12,9 @@ Speed. The parameters and the gradients are each one contiguous 1-D buffer, so a
 ufunc calls whatever the depth of the network. Every array is allocated in ``build``; every call writes into a
 preallocated array (``out``, passed by position: a keyword costs more per call); every scalar is cast to
 the buffer's dtype once per step, so that float32 buffers are never promoted to float64 (numpy would compute
-a float32 array times an ``np.float64`` scalar in float64, several times slower). The step runs over chunks of the buffers small enough for the dozen passes over one
-chunk, and the two chunk-sized scratch arrays, to stay in the CPU's L2 cache: each state array then crosses
-the memory bus once per step, and the scratch never does. The update rules only read the gradients; clipping
+a float32 array times an ``np.float64`` scalar in float64, several times slower). The step runs over chunks of
+the buffers small enough for the dozen passes over one chunk, and the two chunk-sized scratch arrays, to stay
+in the CPU's L2 cache: each state array then crosses the memory bus once per step, and the scratch never does. The update rules only read the gradients; clipping
 rewrites them in place, so callers must treat the gradient buffer as overwritten by ``step``.
 
 Exponential moving averages are kept as exponentially weighted *sums*: instead of Keras's
