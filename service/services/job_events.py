@@ -176,6 +176,8 @@ def read_snapshots(session: Session, job_ids: list[str], after: dict[str, int] |
             Job.id, Job.status, Job.attempts, Job.epoch, Job.epochs, Job.error, Job.result_version
         ).where(Job.id.in_(job_ids))
     ).all()
+    # The rows after the job: a final status read first is never shown without the rows it finished with
+    # (complete_job writes both in one transaction), whatever the isolation level.
     histories = job_history.load_many(session, [r.id for r in rows], after)
     return {
         r.id: Snapshot(
