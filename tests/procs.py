@@ -183,6 +183,8 @@ class Service:
         checks = {
             "checkpoints without job": "SELECT COUNT(*) FROM checkpoints c WHERE NOT EXISTS "
                                        "(SELECT 1 FROM jobs j WHERE j.id = c.job_id)",
+            "history rows without job": "SELECT COUNT(*) FROM job_epochs e WHERE NOT EXISTS "
+                                        "(SELECT 1 FROM jobs j WHERE j.id = e.job_id)",
             "versions without model": "SELECT COUNT(*) FROM model_versions v WHERE NOT EXISTS "
                                       "(SELECT 1 FROM models m WHERE m.id = v.model_id)",
             "jobs without model": "SELECT COUNT(*) FROM jobs j WHERE NOT EXISTS "

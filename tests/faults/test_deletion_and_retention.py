@@ -30,6 +30,7 @@ def rows_of_model(svc, model_id: str, job_ids: list[str]) -> dict[str, int]:
         "model_versions": one("SELECT COUNT(*) FROM model_versions WHERE model_id = :m", m=model_id),
         "jobs": one(f"SELECT COUNT(*) FROM jobs WHERE model_id = :m OR id IN ({ids})", m=model_id),
         "checkpoints": one(f"SELECT COUNT(*) FROM checkpoints WHERE job_id IN ({ids})"),
+        "history rows": one(f"SELECT COUNT(*) FROM job_epochs WHERE job_id IN ({ids})"),
     }
 
 
@@ -47,6 +48,7 @@ def test_delete_model_while_its_job_runs(svc, recovery):
     queued = start_job(svc, model_id, dataset, epochs=3)
     before = rows_of_model(svc, model_id, [done["id"], running, queued])
     assert before["model_versions"] == 1 and before["jobs"] == 3 and before["checkpoints"] >= 2
+    assert before["history rows"] >= 3 + 1
 
     # the dataset is in use: 409, and nothing is deleted
     r = svc.client.delete(f"/v1/datasets/{dataset}")
