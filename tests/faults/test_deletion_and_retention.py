@@ -102,7 +102,7 @@ def test_deleting_a_model_removes_versions_checkpoints_and_blobs(svc):
     assert blob_bytes > 0
     assert svc.client.delete(f"/v1/models/{model_id}").status_code == 204
     assert rows_of_model(svc, model_id, ids) == {"models": 0, "model_versions": 0, "jobs": 0,
-                                                 "checkpoints": 0}
+                                                 "checkpoints": 0, "history rows": 0}
     assert svc.client.delete(f"/v1/datasets/{dataset}").status_code == 204
     assert svc.sql("SELECT COUNT(*) FROM datasets WHERE id = :d", d=dataset)[0][0] == 0
     assert_no_orphans(svc)
