@@ -20,29 +20,33 @@ INSERT_BATCH = 500
 
 
 def replace_from(session: Session, job_id: str, rows: Iterable[dict[str, Any]]) -> int | None:
-    """Store ``rows`` (each with its ``epoch``) after deleting the job's rows from the first of them on;
-    returns the last epoch stored (None when ``rows`` is empty)."""
-    by_epoch = {int(r["epoch"]): {**r, "epoch": int(r["epoch"])} for r in rows}
-    if not by_epoch:
-        return None
-    first = min(by_epoch)
-    session.execute(delete(JobEpoch).where(JobEpoch.job_id == job_id, JobEpoch.epoch >= first))
-    _insert(session, job_id, by_epoch)
-    return max(by_epoch)
+    """Store ``rows`` after deleting the job's rows from the first of them on; returns the last epoch stored
+    (None when ``rows`` is empty). A row without an ``epoch`` is the epoch of its position (1-based)."""
+    by_epoch = _by_epoch(rows)
+    if by_epoch:
+        session.execute(delete(JobEpoch).where(JobEpoch.job_id == job_id, JobEpoch.epoch >= min(by_epoch)))
+    return _insert(session, job_id, by_epoch)
 
 
 def replace_all(session: Session, job_id: str, rows: Iterable[dict[str, Any]]) -> int | None:
-    """The job's history becomes ``rows``; returns the last epoch (None when empty)."""
+    """The job's history becomes ``rows`` (as in ``replace_from``); returns the last epoch (None when empty)."""
     session.execute(delete(JobEpoch).where(JobEpoch.job_id == job_id))
-    by_epoch = {int(r["epoch"]): {**r, "epoch": int(r["epoch"])} for r in rows}
-    _insert(session, job_id, by_epoch)
-    return max(by_epoch) if by_epoch else None
+    return _insert(session, job_id, _by_epoch(rows))
 
 
-def _insert(session: Session, job_id: str, by_epoch: dict[int, dict[str, Any]]) -> None:
+def _by_epoch(rows: Iterable[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    out = {}
+    for position, row in enumerate(rows, 1):
+        epoch = int(row.get("epoch", position))
+        out[epoch] = {**row, "epoch": epoch}      # a repeated epoch: the later row wins
+    return out
+
+
+def _insert(session: Session, job_id: str, by_epoch: dict[int, dict[str, Any]]) -> int | None:
     values = [{"job_id": job_id, "epoch": e, "row": r} for e, r in sorted(by_epoch.items())]
     for i in range(0, len(values), INSERT_BATCH):
         session.execute(insert(JobEpoch), values[i:i + INSERT_BATCH])
+    return values[-1]["epoch"] if values else None
 
 
 def load(session: Session, job_id: str, after: int = 0) -> list[dict[str, Any]]:

@@ -197,8 +197,7 @@ def complete_job(
     job.status = "succeeded"
     job.result_version = version
     if history is not None:
-        last = job_history.replace_all(
-            session, job.id, [{**row, "epoch": int(row.get("epoch", i))} for i, row in enumerate(history, 1)])
+        last = job_history.replace_all(session, job.id, history)
         if last is not None:
             job.epoch = last
     job.finished_at = now
