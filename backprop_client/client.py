@@ -259,8 +259,10 @@ class Client:
         body = {**(dict(config) if config else {}), **options, "model_id": model_id, "dataset_id": dataset_id}
         return cast(Job, self._json("POST", "/v1/jobs", json=body))
 
-    def get_job(self, job_id: str) -> Job:
-        return cast(Job, self._json("GET", f"/v1/jobs/{job_id}"))
+    def get_job(self, job_id: str, *, history_tail: int | None = None) -> Job:
+        """``history_tail``: only the last that many rows of the job's history (default: all)."""
+        params = {} if history_tail is None else {"history_tail": history_tail}
+        return cast(Job, self._json("GET", f"/v1/jobs/{job_id}", params=params))
 
     def list_jobs(
         self, *, status: str | None = None, model_id: str | None = None, limit: int = 50, offset: int = 0,
@@ -359,9 +361,9 @@ class Client:
             if isinstance(exc, ApiError) and exc.status in (401, 403, 404):
                 raise
         while True:
-            job = self.get_job(job_id)
+            job = self.get_job(job_id, history_tail=0)     # polls stay small however long the history
             if job["status"] in FINAL_STATUSES:
-                return job
+                return self.get_job(job_id)
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} did not finish within {timeout} s")
             time.sleep(poll_s)

@@ -248,3 +248,23 @@ def test_list_can_carry_only_the_tail_of_each_history(client, auth, session_fact
     assert client.get(f"/v1/jobs/{jid}", headers=auth).json()["history"] == listed()["history"]
     r = client.get("/v1/jobs", headers=auth, params={"history_tail": -1})
     assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["query", "history_tail"]
+
+
+def test_one_job_can_carry_only_the_tail_of_its_history(client, auth, session_factory):
+    ds = make_dataset(client, auth, XOR)
+    jid = make_job(client, auth, make_model(client, auth)["id"], ds["id"], epochs=50)["id"]
+    with session_factory() as s, s.begin():
+        assert training_results.claim_job(s, jid, "w")
+        assert training_results.record_epochs(s, jid, [{"loss": 1.0 / e, "epoch": e} for e in range(1, 31)], "w")
+
+    def got(**params):
+        r = client.get(f"/v1/jobs/{jid}", headers=auth, params=params)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    assert [row["epoch"] for row in got()["history"]] == list(range(1, 31))
+    assert [row["epoch"] for row in got(history_tail=2)["history"]] == [29, 30]
+    assert got(history_tail=0)["history"] == [] and got(history_tail=0)["progress"]["epoch"] == 30
+    assert len(got(history_tail=10**6)["history"]) == 30
+    r = client.get(f"/v1/jobs/{jid}", headers=auth, params={"history_tail": "x"})
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["query", "history_tail"]

@@ -13,6 +13,12 @@ from service.services import job_history, jobs as service
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
+HistoryTail = Annotated[int | None, Query(
+    ge=0, le=1_000_000,
+    description="Only the last N rows of each job's history (0: none). A job or list that is polled, such as a "
+                "dashboard's, stays small however many epochs its jobs have; the default is the whole history.",
+)]
+
 
 @router.post(
     "", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut, responses=problem_responses(401, 422, 429)
@@ -37,11 +43,7 @@ def list_jobs(
     page: PageDep,
     status: Annotated[JobStatus | None, Query()] = None,
     model_id: Annotated[str | None, Query(max_length=64, pattern=r"^[^\x00]*$")] = None,
-    history_tail: Annotated[int | None, Query(
-        ge=0, le=1_000_000,
-        description="Only the last N rows of each job's history (0: none). A list that is polled, such as a "
-                    "dashboard's, stays small however many epochs its jobs have; the default is the whole history.",
-    )] = None,
+    history_tail: HistoryTail = None,
 ) -> Page[JobOut]:
     rows, total = service.list_(session, owner, page.limit, page.offset, status=status, model_id=model_id)
     histories = job_history.tails(session, rows, history_tail)
@@ -49,9 +51,9 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=problem_responses(401, 404))
-def get_job(job_id: str, session: SessionDep, owner: OwnerDep) -> JobOut:
+def get_job(job_id: str, session: SessionDep, owner: OwnerDep, history_tail: HistoryTail = None) -> JobOut:
     job = service.get(session, owner, job_id)
-    return JobOut.from_row(job, job_history.load(session, job.id))
+    return JobOut.from_row(job, job_history.tails(session, [job], history_tail)[job.id])
 
 
 @router.post(
