@@ -71,8 +71,8 @@ def transport_options(settings: Settings) -> dict[str, Any]:
         }
     if is_sqla_broker(url):
         # kombu passes every transport option straight to sqlalchemy.create_engine(): only engine
-        # arguments belong here (a 'polling_interval' would crash the worker; the worker sets it on
-        # the transport class instead). A generous SQLite busy timeout rides out brief write locks.
+        # arguments belong here (a 'polling_interval' would crash the worker; the worker's own transport
+        # class, workers.sqla_transport, sets it). A generous SQLite busy timeout rides out brief write locks.
         # Its connections are fork-safe: the worker's main process polls from one thread while
         # billiard forks pool children from another (see service.db.fork_safe_sqlite).
         db_url = sqla_broker_db_url(url)

@@ -14,9 +14,9 @@ from service.config import Settings
 
 PROBE = r"""
 import json
-from kombu.transport import sqlalchemy as sqla
 from workers.celery_app import app
 c = app.conf
+transport = app.connection_for_read().transport
 print(json.dumps({
     "acks_late": c.task_acks_late, "prefetch": c.worker_prefetch_multiplier,
     "ignore_result": c.task_ignore_result, "serializer": c.task_serializer,
@@ -24,7 +24,8 @@ print(json.dumps({
     "queues": [q.name for q in c.task_queues], "missing": c.task_create_missing_queues,
     "soft": c.task_soft_time_limit, "hard": c.task_time_limit,
     "transport_options": c.broker_transport_options,
-    "polling": sqla.Transport.polling_interval, "remote_control": c.worker_enable_remote_control,
+    "transport": type(transport).__module__, "polling": transport.polling_interval,
+    "remote_control": c.worker_enable_remote_control,
     "tasks": (app.loader.import_default_modules(),
               sorted(t for t in app.tasks if not t.startswith("celery.")))[1],
 }, default=lambda o: f"{o.__module__}.{o.__qualname__}"))
@@ -47,7 +48,7 @@ def test_worker_app_embedded(tmp_path):
     assert (c["soft"], c["hard"]) == (100, 130)
     # only create_engine() arguments in the SQLAlchemy transport options; polling on the class
     assert "polling_interval" not in c["transport_options"]
-    assert c["polling"] == pytest.approx(0.1)
+    assert c["transport"] == "workers.sqla_transport" and c["polling"] == pytest.approx(0.1)
     # kombu's engine opens fork-safe SQLite connections (billiard forks beside its poll)
     assert c["transport_options"]["connect_args"] == {
         "timeout": 30, "factory": "service.db.fork_safe_sqlite.ForkSafeConnection"}
@@ -100,3 +101,35 @@ def test_broker_ok(tmp_path):
 @pytest.mark.redis
 def test_broker_ok_redis(tmp_path):
     assert broker_ok(Settings(data_dir=tmp_path, broker_url="redis://127.0.0.1:6379/9"))
+
+
+def test_embedded_transport_hands_control_back_to_the_consumer_loop_within_a_quarter_second(tmp_path):
+    """Celery's loop drains a polling transport with a 2 s timeout and checks for a stop only between drains.
+    The worker's transport ends each timed wait after 0.25 s at most (kombu's own waits the whole 2 s, the
+    control that shows the measurement can tell them apart); an untimed wait is not cut short."""
+    import socket
+
+    from kombu import Connection, Queue
+    from kombu.transport import sqlalchemy as kombu_sqla
+
+    from workers.sqla_transport import LONGEST_WAIT_S, Transport
+
+    def timed_drain(transport_cls, timeout: float) -> float:
+        with Connection(f"sqlite:///{tmp_path / 'broker.db'}", transport=transport_cls) as conn:
+            with conn.Consumer(Queue("q", routing_key="q"), callbacks=[lambda body, message: None]):
+                t0 = time.monotonic()
+                with pytest.raises(socket.timeout):
+                    conn.drain_events(timeout=timeout)
+                return time.monotonic() - t0
+
+    assert timed_drain(Transport, 2.0) < 1.0
+    assert timed_drain(Transport, 0.05) < 1.0
+    assert timed_drain(kombu_sqla.Transport, 2.0) >= 2.0
+    assert LONGEST_WAIT_S <= 0.25
+
+    with Connection(f"sqlite:///{tmp_path / 'broker.db'}", transport=Transport) as conn:
+        received = []
+        with conn.Consumer(Queue("q", routing_key="q"), callbacks=[lambda body, message: received.append(body)]):
+            conn.Producer().publish({"n": 1}, routing_key="q", serializer="json")
+            conn.drain_events(timeout=None)      # untimed: returns only with the message
+    assert received == [{"n": 1}]
