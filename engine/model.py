@@ -37,15 +37,16 @@ def _act_code(act) -> int:
 def _run_row(ops: tuple, x: np.ndarray) -> np.ndarray:
     """One row, shaped (1, n), through compiled ops -> a new (1, outputs) array; ``x`` is never written.
 
-    Each op is ``(kind, a, b, out, nxt, zeros, code, act)``: it reads the 1-D ``h`` and writes ``out`` (a
+    Each op is ``(kind, a, b, out, nxt, scratch, code, act)``: it reads the 1-D ``h`` and writes ``out`` (a
     preallocated 1-D buffer, or None for the last op, which allocates the result), applies its activation in
-    place, and hands ``nxt`` on: ``out`` itself, or the buffer ``out`` is a view of, one element longer and
-    ending in 1.0, when the next op is a dense layer whose bias is the last row of its kernel
-    (``_DENSE_AUG``, (inputs + 1, units)). Each product is one gemv accumulating over the inputs in order, as
+    place (``scratch``: the zeros a ReLU compares with, or the 0-d max and sum of a softmax), and hands
+    ``nxt`` on: ``out`` itself, or the buffer ``out`` is a view of, one element longer and ending in 1.0,
+    when the next op is a dense layer whose bias is the last row of its kernel (``_DENSE_AUG``,
+    (inputs + 1, units)). Each product is one gemv accumulating over the inputs in order, as
     the batch path's gemm does, and the softmax is Softmax.forward's arithmetic, so that a row predicted alone
     matches the same row in a batch to float rounding."""
     h = x[0]
-    for kind, a, b, out, nxt, zeros, code, act in ops:
+    for kind, a, b, out, nxt, scratch, code, act in ops:
         if kind == _DENSE_AUG:
             out = _dot(h, a) if out is None else _dot(h, a, out)
         elif kind == _DENSE:
@@ -59,11 +60,16 @@ def _run_row(ops: tuple, x: np.ndarray) -> np.ndarray:
         else:
             _copyto(out, h)
         if code == _RELU:
-            _maximum(out, zeros, out=out)
+            _maximum(out, scratch, out=out)
         elif code == _SOFTMAX:       # as Softmax.forward on one row, without its reduction overheads
-            _subtract(out, max(out.tolist()), out)
+            # through 0-d float32 buffers: a Python or NumPy scalar operand is converted on every call
+            # (0.5 of a softmax's 2.8 us on a 10-way output); the values, and so the bits, are the same
+            top, total = scratch
+            top[()] = max(out.tolist())
+            _subtract(out, top, out)
             _exp(out, out)
-            _divide(out, _sum_of(out, None), out)
+            _sum_of(out, None, None, total)
+            _divide(out, total, out)
         elif code == _OTHER:
             act.forward(out, out)
         h = out if nxt is None else nxt
@@ -123,13 +129,18 @@ class _Plan:
             if kind in (_DENSE, _DENSE_AUG):
                 width = a.shape[1]
             code = _act_code(act)
-            zeros = np.zeros(width, self.dtype) if code == _RELU else None
+            if code == _RELU:
+                scratch = np.zeros(width, self.dtype)
+            elif code == _SOFTMAX:
+                scratch = (np.zeros((), self.dtype), np.zeros((), self.dtype))
+            else:
+                scratch = None
             if i == last:
-                ops.append((kind, a, b, None, None, zeros, code, act))
+                ops.append((kind, a, b, None, None, scratch, code, act))
                 continue
             full = np.ones(width + 1, self.dtype)
             nxt = full if self.steps[i + 1][0] == _DENSE_AUG else None
-            ops.append((kind, a, b, full[:width], nxt, zeros, code, act))
+            ops.append((kind, a, b, full[:width], nxt, scratch, code, act))
         return tuple(ops)
 
     def row(self, x: np.ndarray) -> np.ndarray:
