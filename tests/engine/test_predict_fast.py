@@ -194,3 +194,18 @@ def test_served_model_single_row_matches_batch():
         np.testing.assert_allclose(served.predict(X[i:i + 1]), batch[i:i + 1], rtol=1e-5, atol=1e-7)
         np.testing.assert_allclose(served.predict(X[i].reshape(1, 20)), batch[i:i + 1], rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(batch, served._infer(served._standardize(X)), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_plan_kernels_start_on_a_cache_line(dtype):
+    """Single-row products stream whole kernels; one that starts mid cache line is measurably slower, so
+    every kernel of the plan is placed on a 64-byte boundary, whatever the allocator hands out."""
+    from engine.model import KERNEL_ALIGNMENT
+
+    model = _model(_spec("relu", True, "softmax"), dtype)
+    model.predict(_rows(1, dtype))
+    kernels = [step[1] for step in model._plan.steps if step[1] is not None and step[1].ndim == 2]
+    assert len(kernels) == 3
+    for kernel in kernels:
+        assert kernel.ctypes.data % KERNEL_ALIGNMENT == 0 and kernel.flags.c_contiguous
+        assert kernel.dtype == np.dtype(dtype)
