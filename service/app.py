@@ -12,6 +12,7 @@ from service.api.routes import datasets, jobs, models, operations, predictions
 from service.config import Settings, get_settings
 from service.db.session import make_engine
 from service.errors import install_error_handlers, problem_response
+from service.queue import training_sender
 from service.ratelimit import RateLimiter
 from service.serving import ModelCache
 
@@ -77,16 +78,6 @@ class BodyLimit:
                 await self._too_large()(scope, receive, send)
                 return
             raise
-
-
-def default_enqueue(settings: Settings) -> Callable[[str], None]:
-    def send(job_id: str) -> None:
-        from service.celery_client import get_celery
-        from service.queue import TRAIN_TASK
-
-        get_celery(settings).send_task(TRAIN_TASK, args=[job_id], queue=settings.queue_name)
-
-    return send
 
 
 def _openapi(app: FastAPI) -> dict:
@@ -171,7 +162,7 @@ def create_app(
     app.state.db_engine = db_engine
     app.state.session_factory = sessionmaker(db_engine, expire_on_commit=False)
     app.state.model_cache = ModelCache(settings.model_cache_bytes)
-    app.state.enqueue = enqueue or default_enqueue(settings)
+    app.state.enqueue = enqueue or training_sender(settings)
     from service.events import EventHub
     from service.metrics import Metrics, MetricsMiddleware
 

@@ -5,12 +5,20 @@ re-sent by the reconciler.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from service.config import Settings
+
 TRAIN_TASK = "backprop.train"
 
 
-def enqueue_training(job_id: str) -> None:
-    """Send one training message for ``job_id`` (JSON body: ``[job_id]``)."""
+def training_sender(settings: Settings) -> Callable[[str], None]:
+    """A function that sends one training message for a job id (JSON body: ``[job_id]``) to the broker and
+    queue of ``settings``. The API, the reconciler and a worker handing a job back all send this way."""
     from service.celery_client import get_celery
 
-    settings_queue = get_celery().conf.task_default_queue
-    get_celery().send_task(TRAIN_TASK, args=[job_id], queue=settings_queue)
+    def send(job_id: str) -> None:
+        get_celery(settings).send_task(TRAIN_TASK, args=[job_id], queue=settings.queue_name)
+
+    return send

@@ -40,6 +40,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.config import Settings
 from service.db.fork_safe_sqlite import connect_args, without_forks
 from service.db.models import Job
+from service.queue import training_sender
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +54,6 @@ def utcnow() -> datetime:
 
 def _queued_resend_s(settings: Settings) -> float:
     return float(getattr(settings, "queued_resend_s", DEFAULT_QUEUED_RESEND_S))
-
-
-def _default_enqueue(settings: Settings) -> Callable[[str], None]:
-    from service.celery_client import get_celery
-    from service.queue import TRAIN_TASK
-
-    def send(job_id: str) -> None:
-        get_celery(settings).send_task(TRAIN_TASK, args=[job_id], queue=settings.queue_name)
-
-    return send
 
 
 def reconcile_once(
@@ -85,7 +76,7 @@ def reconcile_once(
     up`` before it starts its worker): every ``running`` job is then an orphan, and every queued job
     without a waiting message is re-sent, whatever the clocks say."""
     now = now or utcnow()
-    enqueue = enqueue or _default_enqueue(settings)
+    enqueue = enqueue or training_sender(settings)
     if pending is None:
         pending = lambda: pending_job_ids(settings)  # noqa: E731
     counts = {"requeued": 0, "worker_lost": 0, "cancelled": 0, "resent": 0,
@@ -120,7 +111,9 @@ def reconcile_once(
             else:
                 _prune_finished(session_factory, job_id)
 
-    # 2. Queued jobs whose message may be lost.
+    # 2. Queued jobs whose message may be lost. A job without enqueued_at is new (the API sends its message
+    # right after the commit: give it time) or was handed back by a stopping worker after it had run
+    # (started_at is set: no message was sent, send one now).
     resend_cutoff = now - timedelta(seconds=_queued_resend_s(settings))
     if startup:
         resend_cutoff = now + timedelta(microseconds=1)
@@ -129,7 +122,8 @@ def reconcile_once(
             select(Job.id, Job.cancel_requested).where(
                 Job.status == "queued",
                 or_(Job.enqueued_at.is_(None), Job.enqueued_at < resend_cutoff),
-                or_(Job.enqueued_at.is_not(None), Job.created_at < resend_cutoff),
+                or_(Job.enqueued_at.is_not(None), Job.created_at < resend_cutoff,
+                    Job.started_at.is_not(None)),
             )
         ).all()
     if waiting:
@@ -231,7 +225,7 @@ def recover_lost_child(
         _prune_finished(session_factory, job_id)
     else:
         try:
-            (enqueue or _default_enqueue(settings))(job_id)
+            (enqueue or training_sender(settings))(job_id)
         except Exception as exc:  # the reconciler re-sends it when its message ages
             log.warning("job %s: could not send its message: %s", job_id, exc)
     return key

@@ -121,6 +121,11 @@ class Service:
     worker_pid: Callable[[], int]
     #: SIGKILL the API process and start it again on the same port; returns once it is ready.
     restart_api: Callable[[], None]
+    #: SIGTERM the worker's main process (a planned stop) and wait until it has exited; returns the seconds
+    #: that took. Embedded, the supervisor starts a new one a second later; production waits for start_worker.
+    stop_worker: Callable[[], float] = lambda: 0.0
+    #: Production: start a worker again after stop_worker (embedded: nothing to do).
+    start_worker: Callable[[], None] = lambda: None
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     redis: RedisServer | None = None
     client: httpx.Client = field(init=False)
@@ -202,6 +207,15 @@ class Service:
         return tail(self.logs)
 
 
+def alive(pid: int) -> bool:
+    """Running, not exited (a zombie its parent has not reaped yet counts as exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 # --------------------------------------------------------------------------------------------------
 
 
@@ -219,6 +233,13 @@ def embedded_service(tmp_path_factory):
     def kill_worker() -> None:
         os.killpg(pid_of("worker"), signal.SIGKILL)  # the worker and its pool child
 
+    def stop_worker() -> float:
+        pid = pid_of("worker")
+        t0 = time.monotonic()
+        os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: not alive(pid), 60, "the worker exits", poll=0.01)
+        return time.monotonic() - t0
+
     def restart_api() -> None:
         old = pid_of("api")
         os.killpg(old, signal.SIGKILL)
@@ -228,7 +249,7 @@ def embedded_service(tmp_path_factory):
     svc_rc = None
     try:
         yield Service("embedded", url, key, env, [log], data, kill_worker,
-                      lambda: pid_of("worker"), restart_api, {"up": proc})
+                      lambda: pid_of("worker"), restart_api, stop_worker, procs={"up": proc})
     finally:
         svc_rc = stop(proc, timeout=30)
         print(tail([log]))
@@ -287,11 +308,17 @@ def production_service(tmp_path_factory):
             start_api()
             wait_ready(url, [procs["api"]], [api_log])
 
+        def stop_worker() -> float:
+            t0 = time.monotonic()
+            procs["worker"].send_signal(signal.SIGTERM)
+            procs["worker"].wait(60)
+            return time.monotonic() - t0
+
         start_api()
         start_worker()
         wait_ready(url, list(procs.values()), [api_log, worker_log])
         yield Service("production", url, key, env, [api_log, worker_log], data, kill_worker,
-                      lambda: procs["worker"].pid, restart_api, procs, redis_server)
+                      lambda: procs["worker"].pid, restart_api, stop_worker, start_worker, procs, redis_server)
     finally:
         for p in procs.values():
             stop(p, timeout=20)

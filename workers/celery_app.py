@@ -12,6 +12,7 @@ from celery import Celery, signals
 
 from service.celery_client import celery_config, is_sqla_broker, prepare_sqla_broker
 from service.config import get_settings
+from workers import preemption
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,32 @@ def _start_reconciler(sender=None, **_kwargs):  # pragma: no cover - exercised b
 def _stop(sender=None, **_kwargs):  # pragma: no cover - exercised by e2e tests
     if _stop_reconciler is not None:
         _stop_reconciler()
+    if os.environ.get("BACKPROP_WORKER_RECONCILER", "1") == "0":
+        return
+    # The pool and the consumer have stopped: one last pass sends the messages of the jobs this worker's
+    # children handed back (workers.preemption), so another worker resumes them at once.
+    from service.db.session import session_factory
+    from service.reconciler import reconcile_once
+
+    try:
+        counts = reconcile_once(session_factory(settings.resolved_database_url), settings,
+                                judge_heartbeats=False)
+        if counts["resent"]:
+            log.warning("sent %d handed-back job(s) to the queue again", counts["resent"])
+    except Exception as exc:  # any other reconciler sends them within its interval
+        log.warning("last reconciler pass failed: %s", exc)
+
+
+@signals.worker_init.connect
+def _before_the_pool(**_kwargs):  # pragma: no cover - exercised by e2e tests
+    preemption.ignore_in_main_process()
+
+
+@signals.worker_shutting_down.connect
+def _hand_jobs_back(how=None, **_kwargs):  # pragma: no cover - exercised by e2e tests
+    """Warm shutdown: the running jobs go back to the queue with a fresh checkpoint (workers.preemption)."""
+    if how == "Warm":
+        preemption.ask_children()
 
 
 @signals.worker_process_init.connect

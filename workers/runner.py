@@ -34,6 +34,7 @@ from service.db.models import Dataset, Job, Model
 from service.db.session import session_factory as make_session_factory
 from service.services import job_history
 from service.services import training_results as tr
+from workers import preemption
 
 log = logging.getLogger(__name__)
 
@@ -326,6 +327,11 @@ class Store:
             return tr.complete_job(s, c.job_id, model_bytes, metrics, history=history,
                                    worker=c.token)
 
+    def release(self, c: Claim) -> bool:
+        """running -> queued, the attempt given back (this worker is being stopped)."""
+        with self.sf() as s, s.begin():
+            return tr.release_job(s, c.job_id, worker=c.token)
+
     def finish(self, c: Claim, status: str, error: dict[str, Any] | None = None) -> bool:
         with self.sf() as s, s.begin():
             if status == "cancelled":
@@ -517,7 +523,8 @@ def run_job(
     """Run job ``job_id`` to its end. Returns the outcome: ``skipped`` (not claimable: a duplicate
     delivery, a finished or cancelled job), ``succeeded``, ``failed``, ``cancelled``, ``lost`` (this
     worker lost the job to a re-queue or a deletion) or ``interrupted`` (the database stayed
-    unreachable: the job is left to the reconciler)."""
+    unreachable: the job is left to the reconciler) or ``handed_back`` (this worker is being stopped: the job
+    went back to the queue, to resume from its latest checkpoint; see workers.preemption)."""
     settings = settings or get_settings()
     sf = session_factory or make_session_factory(settings.resolved_database_url)
     store = Store(sf)
@@ -603,6 +610,10 @@ def _train(store: Store, claim: Claim, monitor: Monitor) -> str:
         cost = last_checkpoint["cost"] + writer.last_checkpoint_write_s
         return time.perf_counter() - last_checkpoint["at"] >= cost / CHECKPOINT_BUDGET
 
+    # Where the current epoch stands, for a stop request in its middle (workers.preemption).
+    clock = {"epoch_start": time.perf_counter(), "batch": 0, "batches_per_epoch": 0, "checkpointed": 0}
+    handing_back = threading.Event()
+
     def on_epoch(event: Any) -> None:
         if monitor.should_stop:
             event.stop()
@@ -610,24 +621,48 @@ def _train(store: Store, claim: Claim, monitor: Monitor) -> str:
         epoch = int(event.epoch)
         row = jsonable(dict(event.row))
         row.setdefault("epoch", epoch)
+        # asked to hand the job back: this epoch gets a checkpoint whatever the spacing, and the fit ends
+        # here (unless this was its last epoch: then completing is quicker than handing back)
+        stop_here = preemption.requested() and epoch < claim.epochs
         data = None
-        if checkpoint_due(epoch):
+        if checkpoint_due(epoch) or stop_here:
             t0 = time.perf_counter()
             data = event.checkpoint()
             last_checkpoint["at"] = time.perf_counter()
             last_checkpoint["cost"] = last_checkpoint["at"] - t0
         writer.submit(row, (epoch, data) if data is not None else None)
+        if data is not None:
+            clock["checkpointed"] = epoch
+        if stop_here:
+            handing_back.set()
+            event.stop()
         if monitor.lost.is_set():
             event.stop()
+        clock.update(epoch_start=time.perf_counter(), batch=0, batches_per_epoch=clock["batch"])
+
+    def epoch_ends_soon(batch: int) -> bool:
+        per_epoch = clock["batches_per_epoch"]
+        if per_epoch == 0:          # the first epoch of this run: its length is not known yet
+            return False
+        if batch >= per_epoch:      # its last batch: the epoch ends now
+            return True
+        seconds_per_batch = (time.perf_counter() - clock["epoch_start"]) / batch
+        return (per_epoch - batch) * seconds_per_batch <= preemption.FINISH_EPOCH_S
 
     def on_batch(event: Any) -> None:
         if monitor.should_stop:
+            event.stop()
+            return
+        batch = clock["batch"] = int(event.batch)
+        if preemption.requested() and not epoch_ends_soon(batch):
+            handing_back.set()      # the partial epoch is dropped: the job resumes from the previous one
             event.stop()
 
     resume_from = db_retry(lambda: store.latest_checkpoint(job_id), what=f"checkpoint {job_id}")
     try:
         if resume_from is not None:
             epoch, data = resume_from
+            clock["checkpointed"] = epoch
             log.info("job %s: resuming from the checkpoint of epoch %d", job_id, epoch)
             model, history = engine.resume(data, X, y, callbacks=[on_epoch],
                                            batch_callbacks=[on_batch])
@@ -649,6 +684,8 @@ def _train(store: Store, claim: Claim, monitor: Monitor) -> str:
         db_retry(lambda: store.finish(claim, "cancelled"), what=f"cancel {job_id}")
         log.info("job %s: cancelled", job_id)
         return "cancelled"
+    if handing_back.is_set():
+        return _hand_back(store, claim, clock["checkpointed"])
     model_bytes = model.to_bytes()
     history = jsonable(list(history))
     version = _complete_with_retry(store, claim, ds, model_bytes, history)
@@ -656,6 +693,22 @@ def _train(store: Store, claim: Claim, monitor: Monitor) -> str:
         return "lost"
     log.info("job %s: succeeded, version %d", job_id, version)
     return "succeeded"
+
+
+def _hand_back(store: Store, claim: Claim, checkpointed: int) -> str:
+    """This worker is being stopped: the job goes back to the queue (its history and its checkpoints, the
+    latest of epoch ``checkpointed``, are stored by now). Its message is sent by the next reconciler pass: the
+    stopping worker's main process runs one as its last step, once it takes no more messages itself."""
+    job_id = claim.job_id
+    if not db_retry(lambda: store.release(claim), what=f"hand back {job_id}"):
+        owned, cancel = db_retry(lambda: store.poll(claim), what=f"poll {job_id}")
+        if owned and cancel:       # a cancel came in meanwhile: it wins
+            db_retry(lambda: store.finish(claim, "cancelled"), what=f"cancel {job_id}")
+            return "cancelled"
+        return "lost"
+    log.warning("job %s: this worker is stopping; the job is back in the queue and resumes after epoch %d",
+                job_id, checkpointed)
+    return "handed_back"
 
 
 def _complete_with_retry(

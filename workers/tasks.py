@@ -8,6 +8,7 @@ import threading
 from billiard.exceptions import WorkerLostError
 from celery.worker.request import Request
 
+from workers import preemption
 from workers.celery_app import app, settings
 from workers.runner import run_job
 
@@ -51,4 +52,5 @@ class TrainRequest(Request):
 @app.task(name="backprop.train", acks_late=True, ignore_result=True, Request=TrainRequest)
 def train(job_id: str) -> str:
     """Train job ``job_id``. Idempotent: a second delivery finds the job claimed and does nothing."""
+    preemption.listen()     # a stop of this worker from here on hands the job back (workers.preemption)
     return run_job(job_id)

@@ -15,6 +15,9 @@ reconciler then changes nothing), and they return False.
   N+1 and ``succeeded`` together; idempotent per job (returns the existing version).
 - ``fail_job(session, job_id, code, message, worker=None) -> bool``.
 - ``cancel_running(session, job_id, worker=None) -> bool``.
+- ``release_job(session, job_id, worker) -> bool``: running -> queued for a worker that is being stopped, with
+  its attempt given back (a planned stop is not a failure) and no message sent yet (``enqueued_at`` NULL on a
+  job that has started: the next reconciler pass sends it); never when a cancel was requested.
 
 Retention: a finished job (succeeded, failed or cancelled) keeps only its best and its last checkpoint.
 """
@@ -231,3 +234,18 @@ def fail_job(session: Session, job_id: str, code: str, message: str, worker: str
 
 def cancel_running(session: Session, job_id: str, worker: str | None = None) -> bool:
     return _finish(session, job_id, worker, status="cancelled")
+
+
+def release_job(session: Session, job_id: str, worker: str) -> bool:
+    """running -> queued, handed back by ``worker`` (whose process is being stopped) after it stored its
+    last checkpoint. The attempt is given back: ``max_attempts`` counts runs that died, not planned stops.
+    ``enqueued_at`` is cleared: the message is sent by a reconciler pass, the stopping worker's own last one
+    once its consumer has stopped (sent earlier, it could go straight back to that worker)."""
+    res = session.execute(
+        update(Job)
+        .where(*_fence(job_id, worker), Job.cancel_requested.is_(False))
+        .values(status="queued", worker=None, attempts=Job.attempts - 1, enqueued_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    session.flush()
+    return res.rowcount == 1

@@ -176,3 +176,29 @@ def test_past_max_attempts_fails_with_worker_lost(svc, recovery):
     # the worker is fine: the next job runs
     nxt = wait_job(svc, start_job(svc, model_id, epochs=2), timeout=60)
     assert nxt["status"] == "succeeded" and nxt["attempts"] == 1
+
+
+def test_a_stopped_worker_hands_its_job_back_checkpointed(svc, recovery):
+    """A planned stop (SIGTERM to the worker's main process: ``docker stop``, Ctrl-C, a deploy). Celery's warm
+    shutdown would wait for the whole job; instead the job finishes the epoch it is in, checkpoints it, goes back
+    to the queue without spending an attempt, the worker exits, and the next worker resumes from that epoch and
+    ends bit-identical to an uninterrupted run."""
+    reference(svc)
+    model_id = create_model(svc)
+    job_id = start_job(svc, model_id, **KILL_FIT)
+    wait_for(lambda: get_job(svc, job_id)["progress"]["epoch"] >= 3, 60, "three epochs",
+             on_timeout=svc.log_tail)
+    exited_after = svc.stop_worker()
+    job = get_job(svc, job_id)
+    assert job["status"] == "queued" and job["attempts"] == 0, (job, svc.log_tail())
+    stopped_at = job["progress"]["epoch"]
+    assert 3 <= stopped_at < KILL_FIT["epochs"]
+    assert [r["epoch"] for r in job["history"]] == list(range(1, stopped_at + 1))
+    assert checkpoint_epochs(svc, job_id)[0] == stopped_at       # nothing that was done is lost
+    recovery("worker SIGTERM -> job back in the queue, worker exited", exited_after)
+    svc.start_worker()
+    job = wait_job(svc, job_id, timeout=120)
+    assert_resumed_identically(svc, model_id, job, attempts=1)
+    log = "\n".join(p.read_text(errors="replace") for p in svc.logs)
+    assert f"job {job_id}: this worker is stopping; the job is back in the queue and resumes after epoch " \
+           f"{stopped_at}" in log

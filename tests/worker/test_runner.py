@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 
@@ -307,3 +308,110 @@ def test_epoch_writer_keeps_its_share_of_the_write_lock_bounded():
     for took in (0.05, 0.5, 3.0):   # a long history makes each write longer: the writes space out
         assert write_interval(took) >= MIN_WRITE_INTERVAL_S
         assert took / write_interval(took) <= MAX_WRITE_SHARE + 1e-12
+
+
+# --------------------------------------------------------------------------------------------------
+# A worker being stopped hands its job back (workers.preemption)
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def stop_signal():
+    """The handler for the stop request, installed as the task installs it in a pool child; the test's main
+    thread receives the real signal while the job runs in a thread."""
+    import signal
+
+    from workers import preemption
+
+    before = signal.getsignal(preemption.PREEMPT_SIGNAL)
+    preemption.listen()
+    yield lambda: os.kill(os.getpid(), preemption.PREEMPT_SIGNAL)
+    signal.signal(preemption.PREEMPT_SIGNAL, before)
+    preemption._requested.clear()
+
+
+def run_in_thread(sf, settings, job_id):
+    out: list[str] = []
+    t = threading.Thread(target=lambda: out.append(run_job(job_id, settings=settings, session_factory=sf)))
+    t.start()
+    return t, out
+
+
+def wait_for_epoch(sf, job_id, epoch, timeout=20):
+    deadline = time.monotonic() + timeout
+    while job_row(sf, job_id).epoch < epoch:
+        assert time.monotonic() < deadline, f"epoch {epoch} not reached"
+        time.sleep(0.01)
+
+
+def latest_checkpoint_epoch(sf, job_id):
+    with sf() as s:
+        return max(s.scalars(select(Checkpoint.epoch).where(Checkpoint.job_id == job_id)))
+
+
+def test_a_stopping_worker_ends_the_epoch_checkpoints_it_and_hands_the_job_back(
+        sf, settings, make_job, fake_engine, stop_signal, monkeypatch):
+    """Short epochs: the epoch in progress is finished and checkpointed (whatever the checkpoint spacing), the
+    job goes back to the queue with its attempt given back and a new message, and the next run resumes from
+    exactly there and ends as an uninterrupted run does."""
+    from service.reconciler import pending_job_ids, reconcile_once
+
+    ref = make_job(epochs=30, batches=5)
+    assert run_job(ref, settings=settings, session_factory=sf) == "succeeded"
+    monkeypatch.setattr(runner, "CHECKPOINT_BUDGET", 1e-9)     # no checkpoint would be due otherwise
+    job_id = make_job(epochs=30, batches=5, batch_sleep=0.01, checkpoint_every=1000)
+    t, out = run_in_thread(sf, settings, job_id)
+    wait_for_epoch(sf, job_id, 3)
+    stop_signal()
+    t.join(10)
+    assert out == ["handed_back"]
+    job = job_row(sf, job_id)
+    assert job.status == "queued" and job.worker is None and job.attempts == 0
+    stopped_at = job.epoch
+    assert 3 <= stopped_at < 30
+    assert epochs_of(sf, job_id) == list(range(1, stopped_at + 1))
+    assert latest_checkpoint_epoch(sf, job_id) == stopped_at      # nothing done is lost
+    # no message yet (the stopping worker could take it back); the next reconciler pass sends it
+    assert job.enqueued_at is None and job_id not in (pending_job_ids(settings) or set())
+    assert reconcile_once(sf, settings)["resent"] == 1 and job_id in pending_job_ids(settings)
+
+    from workers import preemption
+    preemption._requested.clear()      # the next worker process starts without the request
+    FakeModel.calls = []
+    assert run_job(job_id, settings=settings, session_factory=sf) == "succeeded"
+    assert [c for c in FakeModel.calls if c[0] != "checkpoint"] == [("resume", stopped_at)]
+    job = job_row(sf, job_id)
+    assert job.attempts == 1 and epochs_of(sf, job_id) == list(range(1, 31))
+    with sf() as s:
+        a, b = (s.scalars(select(ModelVersion.data).where(ModelVersion.job_id == j)).one()
+                for j in (ref, job_id))
+    assert a == b
+
+
+def test_a_stopping_worker_far_from_the_epoch_end_drops_the_partial_epoch(
+        sf, settings, make_job, fake_engine, stop_signal, monkeypatch):
+    """An epoch that would take longer than FINISH_EPOCH_S to end is not waited for: the run stops at the next
+    batch and the job resumes from the last checkpoint (here, every epoch's)."""
+    from workers import preemption
+
+    monkeypatch.setattr(preemption, "FINISH_EPOCH_S", 0.1)    # epochs of 1.5 s, asked early in the second
+    job_id = make_job(epochs=5, batches=300, batch_sleep=0.005)
+    t, out = run_in_thread(sf, settings, job_id)
+    wait_for_epoch(sf, job_id, 1)
+    stop_signal()
+    t.join(10)
+    assert out == ["handed_back"]
+    job = job_row(sf, job_id)
+    assert job.status == "queued" and job.attempts == 0
+    assert epochs_of(sf, job_id) == [1] and latest_checkpoint_epoch(sf, job_id) == 1
+
+
+def test_a_cancel_beats_a_stop_request(sf, settings, make_job, fake_engine, stop_signal):
+    job_id = make_job(epochs=1000, batch_sleep=0.01)
+    t, out = run_in_thread(sf, settings, job_id)
+    wait_for_epoch(sf, job_id, 2)
+    with sf() as s, s.begin():
+        s.execute(update(Job).where(Job.id == job_id).values(cancel_requested=True))
+    stop_signal()
+    t.join(10)
+    assert out == ["cancelled"] and job_row(sf, job_id).status == "cancelled"
