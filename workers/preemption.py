@@ -53,15 +53,20 @@ def ignore_in_main_process() -> None:
 
 
 def listen() -> None:
-    """In the process that runs the job, from its main thread, as a job starts: take the signal from here on.
-    A request already received stands (a stopping worker's child hands back any job it is still given)."""
-    signal.signal(PREEMPT_SIGNAL, _on_signal)
+    """In the process that runs the job, as a job starts: take the signal from here on. A request already
+    received stands (a stopping worker's child hands back any job it is still given). Off the main thread
+    (Celery's thread pool) no handler can be installed, and none is needed: the jobs run in the main
+    process, whose own flag ``ask_children`` sets."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(PREEMPT_SIGNAL, _on_signal)
 
 
 def ask_children() -> int:
-    """From the main process: ask every pool child to hand its job back. Returns how many were asked."""
+    """From the main process: ask every pool child to hand its job back, and this process's own jobs too
+    (Celery's solo and thread pools run them here). Returns how many children were asked."""
     from billiard.process import active_children
 
+    _requested.set()
     asked = 0
     for child in active_children():
         try:

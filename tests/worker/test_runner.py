@@ -415,3 +415,26 @@ def test_a_cancel_beats_a_stop_request(sf, settings, make_job, fake_engine, stop
     stop_signal()
     t.join(10)
     assert out == ["cancelled"] and job_row(sf, job_id).status == "cancelled"
+
+
+def test_a_stop_request_reaches_jobs_run_in_the_main_process_too(sf, settings, make_job, fake_engine):
+    """Celery's solo and thread pools run jobs in the worker's main process: asking the (absent) children
+    also asks this process, and a job started off the main thread listens without installing a handler."""
+    from workers import preemption
+
+    job_id = make_job(epochs=1000, batch_sleep=0.01)
+    out: list[str] = []
+
+    def task():
+        preemption.listen()          # off the main thread: must not raise
+        out.append(run_job(job_id, settings=settings, session_factory=sf))
+
+    t = threading.Thread(target=task)
+    t.start()
+    try:
+        wait_for_epoch(sf, job_id, 2)
+        assert preemption.ask_children() == 0       # no pool children in this process
+        t.join(10)
+    finally:
+        preemption._requested.clear()
+    assert out == ["handed_back"] and job_row(sf, job_id).status == "queued"
