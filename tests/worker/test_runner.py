@@ -344,6 +344,19 @@ def wait_for_epoch(sf, job_id, epoch, timeout=20):
         time.sleep(0.01)
 
 
+def handed_back_after(sf, settings, job_id, epoch, stop_signal):
+    """Run the job, send the stop request once ``epoch`` is stored, and return the job row after the run has
+    handed the job back."""
+    t, out = run_in_thread(sf, settings, job_id)
+    wait_for_epoch(sf, job_id, epoch)
+    stop_signal()
+    t.join(10)
+    assert out == ["handed_back"]
+    job = job_row(sf, job_id)
+    assert job.status == "queued" and job.worker is None and job.attempts == 0
+    return job
+
+
 def latest_checkpoint_epoch(sf, job_id):
     with sf() as s:
         return max(s.scalars(select(Checkpoint.epoch).where(Checkpoint.job_id == job_id)))
@@ -360,13 +373,7 @@ def test_a_stopping_worker_ends_the_epoch_checkpoints_it_and_hands_the_job_back(
     assert run_job(ref, settings=settings, session_factory=sf) == "succeeded"
     monkeypatch.setattr(runner, "CHECKPOINT_BUDGET", 1e-9)     # no checkpoint would be due otherwise
     job_id = make_job(epochs=30, batches=5, batch_sleep=0.01, checkpoint_every=1000)
-    t, out = run_in_thread(sf, settings, job_id)
-    wait_for_epoch(sf, job_id, 3)
-    stop_signal()
-    t.join(10)
-    assert out == ["handed_back"]
-    job = job_row(sf, job_id)
-    assert job.status == "queued" and job.worker is None and job.attempts == 0
+    job = handed_back_after(sf, settings, job_id, 3, stop_signal)
     stopped_at = job.epoch
     assert 3 <= stopped_at < 30
     assert epochs_of(sf, job_id) == list(range(1, stopped_at + 1))
@@ -396,13 +403,7 @@ def test_a_stopping_worker_far_from_the_epoch_end_drops_the_partial_epoch(
 
     monkeypatch.setattr(preemption, "FINISH_EPOCH_S", 0.1)    # epochs of 1.5 s, asked early in the second
     job_id = make_job(epochs=5, batches=300, batch_sleep=0.005)
-    t, out = run_in_thread(sf, settings, job_id)
-    wait_for_epoch(sf, job_id, 1)
-    stop_signal()
-    t.join(10)
-    assert out == ["handed_back"]
-    job = job_row(sf, job_id)
-    assert job.status == "queued" and job.attempts == 0
+    handed_back_after(sf, settings, job_id, 1, stop_signal)
     assert epochs_of(sf, job_id) == [1] and latest_checkpoint_epoch(sf, job_id) == 1
 
 
