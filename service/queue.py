@@ -15,7 +15,7 @@ TRAIN_TASK = "backprop.train"
 
 def training_sender(settings: Settings) -> Callable[[str], None]:
     """A function that sends one training message for a job id (JSON body: ``[job_id]``) to the broker and
-    queue of ``settings``. The API, the reconciler and a worker handing a job back all send this way."""
+    queue of ``settings``. The API and the reconciler (also a stopping worker's last pass) send this way."""
     from service.celery_client import get_celery
 
     def send(job_id: str) -> None:

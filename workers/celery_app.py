@@ -93,7 +93,8 @@ def _stop(sender=None, **_kwargs):  # pragma: no cover - exercised by e2e tests
         counts = reconcile_once(session_factory(settings.resolved_database_url), settings,
                                 judge_heartbeats=False)
         if counts["resent"]:
-            log.warning("sent %d handed-back job(s) to the queue again", counts["resent"])
+            log.warning("sent the message of %d queued job(s) that had none (handed back, or lost)",
+                        counts["resent"])
     except Exception as exc:  # any other reconciler sends them within its interval
         log.warning("last reconciler pass failed: %s", exc)
 
