@@ -1,6 +1,7 @@
 """A typed client for the Backprop HTTP API (v1), over httpx and the standard library only."""
 from __future__ import annotations
 
+import io
 import os
 import time
 from contextlib import closing
@@ -25,6 +26,12 @@ from backprop_client.types import (
 __all__ = ["ApiError", "Client", "parse_sse"]
 
 USER_AGENT = "backprop-client/0.1"
+NPY_MEDIA_TYPE = "application/x-npy"
+
+
+def _is_ndarray(value: Any) -> bool:
+    """A NumPy array, told without importing NumPy (the client does not need it otherwise)."""
+    return type(value).__module__ == "numpy" and hasattr(value, "dtype") and hasattr(value, "shape")
 
 
 class ApiError(Exception):
@@ -371,13 +378,37 @@ class Client:
     # -- predictions and exports ---------------------------------------------------------------------
 
     def predict(
-        self, model_id: str, inputs: Sequence[Sequence[Any] | Mapping[str, Any]], *, version: int | None = None
+        self, model_id: str, inputs: Sequence[Sequence[Any] | Mapping[str, Any]] | Any, *, version: int | None = None
     ) -> Prediction:
-        """Rows as lists in the dataset's feature order, or objects keyed by feature name."""
+        """Rows as lists in the dataset's feature order, or objects keyed by feature name. A NumPy array of rows
+        is sent as one .npy body (see :meth:`predict_npy`) instead of JSON."""
+        if _is_ndarray(inputs):
+            return self.predict_npy(model_id, inputs, version=version)
         body: dict[str, Any] = {"inputs": [dict(r) if isinstance(r, Mapping) else list(r) for r in inputs]}
         if version is not None:
             body["version"] = version
         return cast(Prediction, self._json("POST", f"/v1/models/{model_id}/predict", json=body))
+
+    def predict_npy(
+        self, model_id: str, rows: Any, *, version: int | None = None
+    ) -> Prediction:
+        """Rows as one .npy array: a NumPy array (integers or floats, shaped (rows, features), (rows,
+        *input_shape) or (features,) for one row), the bytes ``numpy.save`` writes, or a .npy file's path. For
+        long or wide batches: a 1,000 x 784 batch is 3 MiB of float32 instead of 15 MiB of JSON, and the server
+        reads it without parsing."""
+        if _is_ndarray(rows):
+            import numpy
+
+            buf = io.BytesIO()
+            numpy.save(buf, rows, allow_pickle=False)
+            content = buf.getvalue()
+        elif isinstance(rows, (bytes, bytearray, memoryview)):
+            content = bytes(rows)
+        else:
+            content = Path(rows).read_bytes()
+        params = {"version": version} if version is not None else None
+        return cast(Prediction, self._json("POST", f"/v1/models/{model_id}/predict", content=content,
+                                           headers={"content-type": NPY_MEDIA_TYPE}, params=params))
 
     def export(
         self,

@@ -26,6 +26,9 @@ from service.services import engine_port
 from service.services import models as models_service
 
 LOC = ["body", "inputs"]
+NPY_LOC = ["body"]
+#: JSON rows (lists or objects), or an array of rows at least 2-D read from a .npy body.
+Rows = list[Any] | np.ndarray
 log = logging.getLogger("backprop.predictions")
 
 
@@ -56,8 +59,27 @@ def _first_bad_row(rows: list[Any], width: int) -> tuple[int, str]:
     return 0, "is not a list of numbers"
 
 
-def to_matrix(inputs: list[Any], feature_names: list[str], width: int) -> np.ndarray:
-    """Rows (lists in feature order, or objects by feature name) -> float64 (n, width); 422 naming the row."""
+def _array_rows(rows: np.ndarray, shape: tuple[int, ...], width: int) -> np.ndarray:
+    """An array of rows from a .npy body (service.api.npy_body) -> float64 (n, width); 422 naming the row."""
+    if rows.shape[0] == 0:
+        raise Invalid("the array has no rows: send at least one", loc=NPY_LOC)
+    row_shape = tuple(rows.shape[1:])
+    if row_shape not in ((width,), shape):
+        takes = f"{width} values" + (f" or shape {shape}" if len(shape) > 1 else "")
+        raise Invalid(f"each row of the array has shape {row_shape}; the model takes {takes}", loc=NPY_LOC)
+    arr = rows.reshape(rows.shape[0], width).astype(np.float64)
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        i = int(np.argwhere(bad)[0][0])
+        raise Invalid(f"row {i + 1} contains NaN or an infinite value", loc=[*NPY_LOC, i])
+    return arr
+
+
+def to_matrix(inputs: Rows, feature_names: list[str], width: int, shape: tuple[int, ...] = ()) -> np.ndarray:
+    """Rows (lists in feature order, objects by feature name, or an array of rows whose each row is ``width``
+    values or ``shape``) -> float64 (n, width); 422 naming the row."""
+    if isinstance(inputs, np.ndarray):
+        return _array_rows(inputs, shape, width)
     if not inputs:
         raise Invalid("inputs is empty: send at least one row", loc=LOC)
     if isinstance(inputs[0], dict) or any(isinstance(r, dict) for r in inputs):
@@ -96,15 +118,15 @@ def to_matrix(inputs: list[Any], feature_names: list[str], width: int) -> np.nda
     return arr
 
 
-def _check_rows(settings: Settings, inputs: list[Any]) -> None:
+def _check_rows(settings: Settings, inputs: Rows) -> None:
     if len(inputs) > settings.max_predict_rows:
         raise PayloadTooLarge(
             f"{len(inputs)} rows is over the limit of max_predict_rows={settings.max_predict_rows} per request"
         )
 
 
-def _run(served: Served, model_id: str, version: int, inputs: list[Any]) -> dict[str, Any]:
-    X = to_matrix(inputs, served.feature_names, served.width)
+def _run(served: Served, model_id: str, version: int, inputs: Rows) -> dict[str, Any]:
+    X = to_matrix(inputs, served.feature_names, served.width, served.input_shape)
     out = forward(served.net, X.reshape((X.shape[0], *served.input_shape)))
     return {
         "model_id": model_id,
@@ -120,14 +142,14 @@ def predict(
     cache: ModelCache,
     owner_id: str,
     model_id: str,
-    inputs: list[Any],
+    inputs: Rows,
     version: int | None,
 ) -> dict[str, Any]:
     model, row = models_service.get_version(session, owner_id, model_id, version)
     _check_rows(settings, inputs)
     shape = tuple(int(d) for d in model.input_shape)
     width = math.prod(shape)
-    to_matrix(inputs, list(row.feature_names), width)  # 422 before loading anything
+    to_matrix(inputs, list(row.feature_names), width, shape)  # 422 before loading anything
 
     def load() -> tuple[Any, int]:
         data = session.scalar(select(ModelVersion.data).where(ModelVersion.id == row.id))
@@ -169,7 +191,7 @@ def cached_version(
     return served, version
 
 
-def run_cached(settings: Settings, served: Served, model_id: str, version: int, inputs: list[Any]) -> dict[str, Any]:
+def run_cached(settings: Settings, served: Served, model_id: str, version: int, inputs: Rows) -> dict[str, Any]:
     _check_rows(settings, inputs)
     return _run(served, model_id, version, inputs)
 
@@ -180,7 +202,7 @@ def predict_fast(
     cache: ModelCache,
     owner_id: str,
     model_id: str,
-    inputs: list[Any],
+    inputs: Rows,
     version: int | None,
 ) -> dict[str, Any] | None:
     """The answer of :func:`predict` for a cached version (one single-row query on any database, no ORM

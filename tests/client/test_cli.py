@@ -83,6 +83,9 @@ def test_a_cli_session(live, tmp_path):
     assert pred["version"] == 2 and len(pred["predictions"]) == 2
     table = run(live, "predict", model["id"], "--csv", str(data), "--drop", "y", "--version", "1").stdout
     assert table.splitlines()[0].split() == ["ROW", "PREDICTION", "PROBABILITY"] and len(table.splitlines()) == 41
+    npy_rows = tmp_path / "rows.npy"
+    np.save(npy_rows, np.array([[0, 0], [1, 0]], dtype=np.float32))
+    assert json.loads(run(live, "predict", model["id"], "--npy", str(npy_rows), "--json").stdout) == pred
 
     # export
     out_file = tmp_path / "model.npz"

@@ -74,6 +74,17 @@ def test_round_trip(live, tmp_path):
         assert all(p in ("no", "yes") for p in pred["predictions"])
         by_name = bp.predict(model["id"], [{"a": 0, "b": 0}, {"b": 0, "a": 1}], version=1)
         assert by_name["predictions"] == pred["predictions"]
+        # a NumPy array travels as one .npy body: the same answer; bytes and a file path work too
+        rows = np.array([[0, 0], [1, 0]], dtype=np.float32)
+        as_npy = bp.predict(model["id"], rows)
+        assert as_npy == pred
+        npy_file = tmp_path / "rows.npy"
+        np.save(npy_file, rows)
+        assert bp.predict_npy(model["id"], npy_file, version=1) == pred
+        assert bp.predict_npy(model["id"], npy_file.read_bytes()) == pred
+        with pytest.raises(ApiError) as err:
+            bp.predict(model["id"], np.zeros((2, 3)))
+        assert err.value.status == 422 and "shape (3,)" in err.value.detail
         out = tmp_path / "m.npz"
         content = bp.export(model["id"], "npz", to=out)
         assert out.read_bytes() == content
