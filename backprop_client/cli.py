@@ -573,7 +573,7 @@ def add_client_commands(subparsers: Any) -> None:
     src = pr.add_mutually_exclusive_group(required=True)
     src.add_argument("--input", metavar="ROWS.json", help="a JSON list of rows (lists or objects by feature)")
     src.add_argument("--csv", metavar="FILE", help="a CSV with a header row naming the features")
-    src.add_argument("--npy", metavar="ROWS.npy", help="one array saved by numpy.save: the fastest form for big batches")
+    src.add_argument("--npy", metavar="ROWS.npy", help="one array saved by numpy.save: fastest for big batches")
     pr.add_argument("--drop", help="CSV columns to leave out (e.g. the target), comma-separated")
     pr.add_argument("--version", type=int, help="default: the latest")
     pr.set_defaults(func=_guard(cmd_predict))

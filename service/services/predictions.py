@@ -60,14 +60,17 @@ def _first_bad_row(rows: list[Any], width: int) -> tuple[int, str]:
 
 
 def _array_rows(rows: np.ndarray, shape: tuple[int, ...], width: int) -> np.ndarray:
-    """An array of rows from a .npy body (service.api.npy_body) -> float64 (n, width); 422 naming the row."""
+    """An array of rows from a .npy body (service.api.npy_body) -> (n, width), float64 or float32 as sent;
+    422 naming the row."""
     if rows.shape[0] == 0:
         raise Invalid("the array has no rows: send at least one", loc=NPY_LOC)
     row_shape = tuple(rows.shape[1:])
     if row_shape not in ((width,), shape):
         takes = f"{width} values" + (f" or shape {shape}" if len(shape) > 1 else "")
         raise Invalid(f"each row of the array has shape {row_shape}; the model takes {takes}", loc=NPY_LOC)
-    arr = rows.reshape(rows.shape[0], width).astype(np.float64)
+    arr = rows.reshape(rows.shape[0], width)
+    if arr.dtype != np.float32:   # float32 rows go to the model as they are (float64 would round back to them)
+        arr = arr.astype(np.float64)
     bad = ~np.isfinite(arr)
     if bad.any():
         i = int(np.argwhere(bad)[0][0])
