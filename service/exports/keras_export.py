@@ -46,12 +46,12 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import zipfile
 
 import numpy as np
 
 import engine
+from service.exports.names import UniqueNames
 
 KERAS_ACTIVATION = {"linear": "linear", "relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh",
                     "softmax": "softmax", "elu": "elu", "selu": "selu", "gelu": "gelu", "silu": "silu",
@@ -161,22 +161,6 @@ def _regularizer(reg: dict | None):
     return None
 
 
-class _Names:
-    """Unique, Keras-acceptable layer names (no '/')."""
-
-    def __init__(self):
-        self.used: set[str] = set()
-
-    def __call__(self, wanted: str) -> str:
-        base = re.sub(r"[^A-Za-z0-9_.\-]", "_", str(wanted)) or "layer"
-        name, k = base, 1
-        while name in self.used:
-            name = f"{base}_{k}"
-            k += 1
-        self.used.add(name)
-        return name
-
-
 def _activation_layers(activation: str, alpha, dtype: str, make_name) -> tuple[str, list[dict]]:
     """(the activation string for a Dense/Activation layer, dedicated layers that follow it).
 
@@ -197,7 +181,7 @@ def keras_config(model) -> dict:
     """The Keras 3 Sequential ``to_json()`` document for an engine ``Model`` (weights not included)."""
     dtype = model.dtype.name
     input_shape = [int(d) for d in model.input_shape]
-    names = _Names()
+    names = UniqueNames()
     layers: list[dict] = [_obj("InputLayer", {"batch_shape": [None, *input_shape], "dtype": dtype,
                                               "sparse": False, "name": names("input_layer")})]
     if model.standardization is not None:

@@ -27,6 +27,7 @@ import math
 import numpy as np
 
 import engine
+from service.exports.names import UniqueNames
 
 OPSET = 17
 SELU_ALPHA = 1.6732632423543772
@@ -41,16 +42,7 @@ class _Graph:
         self.numpy_helper = numpy_helper
         self.nodes = []
         self.initializers = []
-        self._names: set[str] = set()
-
-    def name(self, base: str) -> str:
-        base = "".join(c if c.isalnum() or c in "_.-" else "_" for c in base) or "t"
-        out, k = base, 1
-        while out in self._names:
-            out = f"{base}_{k}"
-            k += 1
-        self._names.add(out)
-        return out
+        self.name = UniqueNames(empty="t")
 
     def const(self, base: str, value) -> str:
         name = self.name(base)
