@@ -6,9 +6,12 @@ number is in the message too) or the column, raised before anything is added to 
 from __future__ import annotations
 
 import csv
+import io
 import math
 import re
 import sys
+import zipfile
+import zlib
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -21,7 +24,8 @@ from sqlalchemy.orm import Session
 
 from service.config import Settings
 from service.db.models import Dataset, Job
-from service.errors import Conflict, Invalid, LimitExceeded
+from service.errors import Conflict, Invalid, LimitExceeded, PayloadTooLarge
+from service.npy import NUMBER_KINDS, NpyError, check_kind, read_header, read_stream
 from service.services.queries import get_owned, page
 from service.training_data import pack_arrays
 
@@ -381,6 +385,38 @@ def parse_csv(
 
 
 # ---------------------------------------------------------------------------------------------- JSON
+def _parse_targets(
+    targets: list[Any], task: str | None, target_names: list[str] | None, loc_t: list[str | int]
+) -> tuple[np.ndarray, list[Any] | None, list[str], str]:
+    """Targets as JSON values (one value, or one list of values, per row) -> (y, classes, target names, task)."""
+    nested = [isinstance(t, list) for t in targets]
+    if any(nested) and not all(nested):
+        i = nested.index(not nested[0])
+        raise Invalid(f"row {i + 1}: targets mix single values and lists", loc=[*loc_t, i])
+    if all(nested):
+        k = len(targets[0])
+        for i, t in enumerate(targets):
+            if len(t) != k or k == 0:
+                raise Invalid(f"row {i + 1} has {len(t)} targets; row 1 has {k}", loc=[*loc_t, i])
+        columns = [[_label_value(t[j]) if not isinstance(t[j], str) else t[j] for t in targets] for j in range(k)]
+    else:
+        columns = [[_label_value(t) if not isinstance(t, str) else t for t in targets]]
+    for j, col in enumerate(columns):
+        for i, v in enumerate(col):
+            if v is None or isinstance(v, (list, dict)):
+                raise Invalid(f"row {i + 1}: target {str(v)[:40]} is not a label or a number", loc=[*loc_t, i])
+            if isinstance(v, int) and not _FLOAT_MIN <= v <= _FLOAT_MAX:
+                raise Invalid(f"row {i + 1}: the target is too large a number", loc=[*loc_t, i])
+    tnames = target_names or (["target"] if len(columns) == 1 else [f"y{j}" for j in range(len(columns))])
+    if len(tnames) != len(columns):
+        raise Invalid(
+            f"target_names has {len(tnames)} names for {len(columns)} targets", loc=[*loc_t[:-1], "target_names"]
+        )
+    task = task or _infer_task(columns, len(targets))
+    y, classes = _build_targets(columns, task, tnames, None, loc_t)
+    return y, classes, list(tnames), task
+
+
 def parse_json(
     features: list[list[Any]],
     targets: list[Any],
@@ -418,33 +454,100 @@ def parse_json(
         i, j, why = bad
         raise Invalid(f"row {i + 1}, column {names[j]!r}: {why}", loc=[*loc_f, i, j])
 
-    loc_t: list[str | int] = ["body", "targets"]
-    nested = [isinstance(t, list) for t in targets]
-    if any(nested) and not all(nested):
-        i = nested.index(not nested[0])
-        raise Invalid(f"row {i + 1}: targets mix single values and lists", loc=[*loc_t, i])
-    if all(nested):
-        k = len(targets[0])
-        for i, t in enumerate(targets):
-            if len(t) != k or k == 0:
-                raise Invalid(f"row {i + 1} has {len(t)} targets; row 1 has {k}", loc=[*loc_t, i])
-        columns = [[_label_value(t[j]) if not isinstance(t[j], str) else t[j] for t in targets] for j in range(k)]
-    else:
-        columns = [[_label_value(t) if not isinstance(t, str) else t for t in targets]]
-    for j, col in enumerate(columns):
-        for i, v in enumerate(col):
-            if v is None or isinstance(v, (list, dict)):
-                raise Invalid(f"row {i + 1}: target {str(v)[:40]} is not a label or a number", loc=[*loc_t, i])
-            if isinstance(v, int) and not _FLOAT_MIN <= v <= _FLOAT_MAX:
-                raise Invalid(f"row {i + 1}: the target is too large a number", loc=[*loc_t, i])
-    tnames = target_names or (["target"] if len(columns) == 1 else [f"y{j}" for j in range(len(columns))])
-    if len(tnames) != len(columns):
-        raise Invalid(
-            f"target_names has {len(tnames)} names for {len(columns)} targets", loc=["body", "target_names"]
-        )
-    task = task or _infer_task(columns, n)
-    y, classes = _build_targets(columns, task, tnames, None, loc_t)
+    y, classes, tnames, task = _parse_targets(targets, task, target_names, ["body", "targets"])
     return Parsed(X, y, task, list(names), list(tnames), classes)
+
+
+# ---------------------------------------------------------------------------------------------- .npz archives
+#: The arrays a dataset archive may hold, with the dtype kinds each accepts (see service.npy).
+NPZ_ARRAYS = {"features": NUMBER_KINDS, "targets": NUMBER_KINDS + "bU", "feature_names": "U", "target_names": "U"}
+_NPZ_LOC: list[str | int] = ["body", "file"]
+
+
+def is_npz(raw: bytes) -> bool:
+    """A zip archive (what numpy.savez writes) rather than CSV text: by its first bytes."""
+    return raw[:4] in (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def _npz_arrays(raw: bytes, max_bytes: int) -> dict[str, np.ndarray]:
+    """The arrays of a dataset archive, each read by service.npy from its header: only the names and dtype kinds
+    of NPZ_ARRAYS, and at most ``max_bytes`` of array data in all, checked from the headers before each read
+    (a compressed member never inflates past what its header declares)."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(raw))
+        members = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise Invalid(f"the file is not a readable .npz archive: {str(exc)[:200]}", loc=_NPZ_LOC) from None
+    arrays: dict[str, np.ndarray] = {}
+    total = 0
+    for member in members:
+        name = member.filename.removesuffix(".npy")
+        loc = [*_NPZ_LOC, name]
+        if name not in NPZ_ARRAYS or not member.filename.endswith(".npy"):
+            raise Invalid(f"the archive holds {member.filename!r}; a dataset archive holds features.npy, "
+                          f"targets.npy and optionally feature_names.npy, target_names.npy", loc=loc)
+        if name in arrays:
+            raise Invalid(f"the archive holds {member.filename!r} twice", loc=loc)
+        try:
+            with archive.open(member) as fp:
+                header = read_header(fp)
+                check_kind(header, NPZ_ARRAYS[name], name)
+                total += header.nbytes
+                if total > max_bytes:
+                    raise PayloadTooLarge(f"the archive's arrays hold over {total} bytes, over the limit of "
+                                          f"max_upload_bytes={max_bytes}")
+                arrays[name] = read_stream(fp, header)
+        except NpyError as exc:
+            raise Invalid(f"{member.filename}: {exc}", loc=loc) from None
+        except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError, EOFError, zlib.error) as exc:
+            raise Invalid(f"{member.filename} cannot be read from the archive: {str(exc)[:200]}", loc=loc) from None
+    for name in ("features", "targets"):
+        if name not in arrays:
+            raise Invalid(f"the archive has no {name}.npy (save it with numpy.savez(file, features=X, targets=y))",
+                          loc=[*_NPZ_LOC, name])
+    return arrays
+
+
+def _names(arrays: dict[str, np.ndarray], key: str) -> list[str] | None:
+    names = arrays.get(key)
+    if names is None:
+        return None
+    if names.ndim != 1:
+        raise Invalid(f"{key} has shape {names.shape}: give one name per column, 1-D", loc=[*_NPZ_LOC, key])
+    return [str(v) for v in names.tolist()]
+
+
+def parse_npz(raw: bytes, task: str | None, settings: Settings) -> tuple[Parsed, list[int] | None]:
+    """A dataset archive written by ``numpy.savez(file, features=X, targets=y)`` -> (parsed, the input shape
+    that features of three or more dimensions carry, else None). The checks are JSON's and CSV's: the limits,
+    finite float32 features named by row and column, and the targets of :func:`_parse_targets`."""
+    arrays = _npz_arrays(raw, settings.max_upload_bytes)
+    features, targets = arrays["features"], arrays["targets"]
+    loc_f = [*_NPZ_LOC, "features"]
+    if features.ndim < 2:
+        raise Invalid(f"features has shape {features.shape}: give rows, shaped (rows, features) or "
+                      f"(rows, *input_shape)", loc=loc_f)
+    n = features.shape[0]
+    width = math.prod(features.shape[1:])
+    _check_limits(n, width, settings)
+    if n == 0 or width == 0:
+        raise Invalid(f"features has shape {features.shape}: at least one row of at least one value is needed",
+                      loc=loc_f)
+    if targets.ndim not in (1, 2) or targets.shape[0] != n:
+        raise Invalid(f"targets has shape {targets.shape}; features has {n} rows: give (rows,) or "
+                      f"(rows, targets)", loc=[*_NPZ_LOC, "targets"])
+    names = _names(arrays, "feature_names") or [f"x{j}" for j in range(width)]
+    if len(names) != width:
+        raise Invalid(f"feature_names has {len(names)} names for {width} features",
+                      loc=[*_NPZ_LOC, "feature_names"])
+    X, bad = _as_float32(features.reshape(n, width))
+    if bad:
+        i, j, why = bad
+        raise Invalid(f"row {i + 1}, column {names[j]!r}: {why}", loc=[*loc_f, i, j])
+    y, classes, tnames, task = _parse_targets(targets.tolist(), task, _names(arrays, "target_names"),
+                                              [*_NPZ_LOC, "targets"])
+    shape = [int(d) for d in features.shape[1:]] if features.ndim > 2 else None
+    return Parsed(X, y, task, names, tnames, classes), shape
 
 
 # ---------------------------------------------------------------------------------------------- storage
@@ -485,6 +588,20 @@ def create_from_csv(
     shape = parse_input_shape(input_shape)
     parsed = parse_csv(raw, target, task, settings)
     return store(session, owner_id, name, parsed, shape)
+
+
+def create_from_npz(
+    session: Session,
+    settings: Settings,
+    owner_id: str,
+    *,
+    name: str,
+    raw: bytes,
+    task: str | None,
+    input_shape: str | None,
+) -> Dataset:
+    parsed, carried_shape = parse_npz(raw, task, settings)
+    return store(session, owner_id, name, parsed, parse_input_shape(input_shape) or carried_shape)
 
 
 def create_from_json(session: Session, settings: Settings, owner_id: str, body: Any) -> Dataset:

@@ -107,10 +107,11 @@ def _with_header(header: bytes, data: bytes = b"") -> bytes:
 
 
 BAD = {
-    "structured": (npy(np.zeros(2, dtype=[("a", "f4"), ("b", "f4")])), "dtype"),
+    "structured": (npy(np.zeros((2, 4), dtype=[("a", "f4"), ("b", "f4")])), "dtype"),
     "complex": (npy(ROWS4.astype(np.complex64)), "dtype"),
     "bool": (npy(ROWS4 > 1), "dtype"),
     "strings": (npy(np.array([["1", "2", "3", "4"]])), "dtype"),
+    "1-D structured": (npy(np.zeros(2, dtype=[("a", "f4"), ("b", "f4")])), "dtype"),
     "datetime": (npy(np.zeros((1, 4), "datetime64[s]")), "dtype"),
     "void": (npy(np.zeros((1, 4), "V4")), "dtype"),
     "scalar": (npy(np.float32(1.0)), "scalar"),

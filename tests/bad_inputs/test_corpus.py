@@ -363,14 +363,22 @@ def test_corpus_size():
 
 
 def test_npz_upload_never_reaches_numpy_load(client, owner, session_factory, monkeypatch):
-    """No route takes an npz; one sent as a dataset file is refused as text, and nothing calls np.load."""
+    """A dataset archive is read by service.npy from its headers, never by np.load: an archive with a pickled
+    object array is refused (for its CSV-only target field, its array names, or the object dtype itself)."""
     calls = []
     real_load = np.load
     monkeypatch.setattr(np, "load", lambda *a, **k: calls.append((a, k)) or real_load(*a, **k))
     before = counts(session_factory)
     r = REQUESTS["csv:npz-with-object-array"](client, owner, {})
     _assert_harmless(client, owner, session_factory, before, r)
-    assert r.status_code == 422 and "UTF-8" in r.json()["detail"]
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "target"]
+    buf = io.BytesIO()
+    np.savez(buf, features=np.array([[{"a": 1}], [None]], dtype=object), targets=np.array([0, 1]))
+    for archive, needle in ((_npz_with_object_array(), "'X.npy'"), (buf.getvalue(), "dtype '|O'")):
+        r = client.post("/v1/datasets", headers=owner, data={"name": "d"},
+                        files={"file": ("d.npz", archive, "application/octet-stream")})
+        _assert_harmless(client, owner, session_factory, before, r)
+        assert r.status_code == 422 and needle in r.json()["detail"], r.json()["detail"]
     assert calls == []
 
 

@@ -22,11 +22,15 @@ _UPLOAD_DOC: dict[str, Any] = {
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
-                    "required": ["file", "name", "target"],
+                    "required": ["file", "name"],
                     "properties": {
-                        "file": {"type": "string", "format": "binary", "description": "CSV with a header row"},
+                        "file": {"type": "string", "format": "binary", "description":
+                                 "CSV with a header row, or a .npz archive (numpy.savez) of the arrays features "
+                                 "(rows, features) or (rows, *input_shape) and targets (rows,) or (rows, targets), "
+                                 "optionally feature_names and target_names"},
                         "name": {"type": "string"},
-                        "target": {"type": "string", "description": "Target column, or comma-separated columns"},
+                        "target": {"type": "string", "description":
+                                   "CSV: the target column, or comma-separated columns (required). Not for .npz"},
                         "task": {"type": "string", "enum": ["classification", "multilabel", "regression"]},
                         "input_shape": {"type": "string", "description": "e.g. 28,28"},
                     },
@@ -61,7 +65,7 @@ def _form_str(form: Any, key: str, required: bool) -> str | None:
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=DatasetOut,
-    summary="Upload a dataset (multipart CSV or JSON)",
+    summary="Upload a dataset (multipart CSV or .npz, or JSON)",
     openapi_extra=_UPLOAD_DOC,
     responses=problem_responses(401, 413, 415, 422),
 )
@@ -73,10 +77,11 @@ async def create_dataset(request: Request, session: SessionDep, owner: OwnerDep,
         async with request.form(max_files=1, max_fields=16, max_part_size=1024 * 1024) as form:
             upload = form.get("file")
             if not isinstance(upload, UploadFile):
-                raise Invalid("the form field 'file' (a CSV file) is required", loc=["body", "file"])
+                raise Invalid("the form field 'file' (a CSV file or a .npz archive) is required",
+                              loc=["body", "file"])
             raw = await _read_upload(upload, settings.max_upload_bytes)
             name = _form_str(form, "name", True) or ""
-            target = _form_str(form, "target", True) or ""
+            target = _form_str(form, "target", False)
             task = _form_str(form, "task", False) or None
             input_shape = _form_str(form, "input_shape", False)
         if not name.strip():
@@ -85,16 +90,27 @@ async def create_dataset(request: Request, session: SessionDep, owner: OwnerDep,
             raise Invalid("name must be at most 200 characters, with no NUL character", loc=["body", "name"])
         if task is not None and task not in service.TASKS:
             raise Invalid(f"task must be one of {', '.join(service.TASKS)}", loc=["body", "task"])
-        row = await run_in_threadpool(
-            service.create_from_csv, session, settings, owner,
-            name=name, raw=raw, target=target, task=task, input_shape=input_shape,
-        )
+        if service.is_npz(raw):
+            if target is not None:
+                raise Invalid("a .npz archive names its arrays (features, targets): leave out the form field "
+                              "'target'", loc=["body", "target"])
+            row = await run_in_threadpool(
+                service.create_from_npz, session, settings, owner,
+                name=name, raw=raw, task=task, input_shape=input_shape,
+            )
+        else:
+            if target is None:
+                raise Invalid("the form field 'target' is required for a CSV file", loc=["body", "target"])
+            row = await run_in_threadpool(
+                service.create_from_csv, session, settings, owner,
+                name=name, raw=raw, target=target, task=task, input_shape=input_shape,
+            )
     elif ctype == "application/json" or ctype.endswith("+json"):
         # BodyLimit has capped the body at max_upload_bytes
         row = await with_json_body(request, DatasetJSONIn, lambda body: run_in_threadpool(
             service.create_from_json, session, settings, owner, body))
     else:
-        raise UnsupportedMediaType("send multipart/form-data (a CSV file) or application/json")
+        raise UnsupportedMediaType("send multipart/form-data (a CSV file or a .npz archive) or application/json")
     return DatasetOut.model_validate(row)
 
 
