@@ -1,6 +1,7 @@
 """The user commands of ``backprop`` (they talk to a running service over HTTP):
 
-    backprop datasets upload FILE --target COL [--name N] [--task T] [--input-shape 28,28]
+    backprop datasets upload FILE.csv --target COL [--name N] [--task T] [--input-shape 28,28]
+    backprop datasets upload FILE.npz [--name N] [--task T] [--input-shape 28,28]
     backprop datasets list | show ID
     backprop models create SPEC.json [--name N]
     backprop models list | show ID
@@ -198,7 +199,15 @@ def follow(bp: Client, job_id: str, epochs: int, out: TextIO | None = None) -> d
 def cmd_datasets(args: argparse.Namespace) -> int:
     with connect(args) as bp:
         if args.datasets_command == "upload":
-            ds = bp.upload_csv(args.file, args.target, name=args.name, task=args.task, input_shape=args.input_shape)
+            if args.file.endswith(".npz"):
+                if args.target:
+                    raise CliError("a .npz archive names its arrays (features, targets): leave out --target")
+                ds = bp.upload_npz(args.file, name=args.name, task=args.task, input_shape=args.input_shape)
+            elif not args.target:
+                raise CliError("--target is required for a CSV file: the target column (or comma-separated columns)")
+            else:
+                ds = bp.upload_csv(args.file, args.target, name=args.name, task=args.task,
+                                   input_shape=args.input_shape)
             if _json(args):
                 _print_json(ds)
             else:
@@ -524,9 +533,10 @@ def add_client_commands(subparsers: Any) -> None:
 
     ds = subparsers.add_parser("datasets", help="upload and list datasets")
     dsub = ds.add_subparsers(dest="datasets_command", required=True)
-    up = dsub.add_parser("upload", parents=[conn], help="upload a CSV file (with a header row)")
-    up.add_argument("file")
-    up.add_argument("--target", required=True, help="the target column (or comma-separated columns)")
+    up = dsub.add_parser("upload", parents=[conn],
+                         help="upload a CSV file (with a header row) or a .npz archive (features, targets)")
+    up.add_argument("file", help="FILE.csv, or FILE.npz from numpy.savez(FILE, features=X, targets=y)")
+    up.add_argument("--target", help="CSV: the target column (or comma-separated columns); required")
     up.add_argument("--name", help="default: the file name")
     up.add_argument("--task", choices=("classification", "multilabel", "regression"),
                     help="default: inferred from the targets")

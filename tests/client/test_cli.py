@@ -41,6 +41,13 @@ def test_a_cli_session(live, tmp_path):
                 "classification").stdout
     assert "again: 40 rows x 2 features, classification" in human
     assert "again" in run(live, "datasets", "list").stdout
+    arrays = tmp_path / "grid.npz"
+    np.savez(arrays, features=np.zeros((10, 4, 4), np.float32), targets=np.arange(10) % 2)
+    assert "grid: 10 rows x 16 features, classification" in run(live, "datasets", "upload", str(arrays)).stdout
+    refused = run(live, "datasets", "upload", str(arrays), "--target", "y", check=False)
+    assert refused.returncode != 0 and "leave out --target" in refused.stderr
+    refused = run(live, "datasets", "upload", str(data), check=False)
+    assert refused.returncode != 0 and "--target is required" in refused.stderr
 
     model = json.loads(run(live, "models", "create", str(spec), "--json").stdout)
     assert model["name"] == "xor-net"

@@ -42,6 +42,18 @@ def test_round_trip(live, tmp_path):
         from_bytes = bp.upload_csv(io.BytesIO(XOR.encode()), target="y", name="bytes")
         assert from_bytes["n_samples"] == 40
         assert {d["id"] for d in bp.list_datasets()["items"]} >= {ds["id"], js["id"], from_bytes["id"]}
+        # NumPy arrays travel as a .npz archive: the same dataset as the JSON form; a saved .npz file too
+        grid = np.array([[0, 0], [0, 1], [1, 0], [1, 1]] * 5, dtype=np.float32)
+        as_npz = bp.create_dataset("arrays", grid, np.array([0.0, 1.0, 1.0, 0.0] * 5), task="regression",
+                                   feature_names=["a", "b"])
+        assert {k: as_npz[k] for k in ("task", "n_samples", "feature_names", "size_bytes")} == \
+            {k: js[k] for k in ("task", "n_samples", "feature_names", "size_bytes")}
+        npz_file = tmp_path / "images.npz"
+        np.savez(npz_file, features=np.zeros((6, 2, 3), np.uint8), targets=np.array(["a", "b"] * 3))
+        images = bp.upload_npz(npz_file)
+        assert images["name"] == "images" and images["input_shape"] == [2, 3] and images["classes"] == ["a", "b"]
+        with pytest.raises(ValueError, match="targets holds Python objects"):
+            bp.create_dataset("objects", grid, np.array([None] * 20, dtype=object))
 
         model = bp.create_model(MLP, name="xor-net")
         assert model["summary"]["total_params"] == 2 * 8 + 8 + 8 * 2 + 2
