@@ -91,10 +91,10 @@ def _loc(root: list[str | int], i: int, name: str, lines: list[int] | None) -> l
 
 
 def _as_float32(values: np.ndarray) -> tuple[np.ndarray, tuple[int, int, str] | None]:
-    """``values`` (float64, 2-D) as float32, and the first cell that is not a finite float32 (row, column, why):
+    """``values`` (2-D, any real dtype) as float32, and the first cell that is not a finite float32 (row, column, why):
     a finite float64 beyond float32's range would otherwise become infinity on the way into training."""
     with np.errstate(over="ignore"):      # reported through the return value, with the place
-        x = values.astype(np.float32)
+        x = values.astype(np.float32, copy=False)   # float32 already (a .npz archive's features): no copy
     bad = ~np.isfinite(x)
     if not bad.any():
         return x, None
