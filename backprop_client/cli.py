@@ -2,6 +2,7 @@
 
     backprop datasets upload FILE.csv --target COL [--name N] [--task T] [--input-shape 28,28]
     backprop datasets upload FILE.npz [--name N] [--task T] [--input-shape 28,28]
+    backprop datasets export ID [--format npz|csv] [-o FILE]
     backprop datasets list | show ID
     backprop models create SPEC.json [--name N]
     backprop models list | show ID
@@ -218,6 +219,11 @@ def cmd_datasets(args: argparse.Namespace) -> int:
         if args.datasets_command == "show":
             ds = bp.get_dataset(args.id)
             _print_json(ds)
+            return 0
+        if args.datasets_command == "export":
+            out = args.output or f"dataset-{args.id}.{args.format}"
+            content = bp.export_dataset(args.id, args.format, to=out)
+            print(f"wrote {out} ({len(content)} bytes)", file=sys.stderr)
             return 0
         page = bp.list_datasets(limit=args.limit)
         if _json(args):
@@ -542,6 +548,10 @@ def add_client_commands(subparsers: Any) -> None:
                     help="default: inferred from the targets")
     up.add_argument("--input-shape", help="e.g. 28,28 (default: the number of features)")
     _add_list_and_show(dsub, conn, "datasets", "one dataset as JSON")
+    dx = dsub.add_parser("export", parents=[conn], help="download a dataset as it can be uploaded again")
+    dx.add_argument("id")
+    dx.add_argument("--format", choices=("npz", "csv"), default="npz")
+    dx.add_argument("-o", "--output", metavar="FILE", help="default: dataset-<id>.<format>")
     ds.set_defaults(func=_guard(cmd_datasets))
 
     ms = subparsers.add_parser("models", help="create and list models")

@@ -266,6 +266,16 @@ class Client:
     def get_dataset(self, dataset_id: str) -> Dataset:
         return cast(Dataset, self._json("GET", f"/v1/datasets/{dataset_id}"))
 
+    def export_dataset(
+        self, dataset_id: str, format: str = "npz", *, to: str | os.PathLike[str] | None = None
+    ) -> bytes:
+        """The dataset as it can be uploaded again (``npz``: :meth:`upload_npz`; ``csv``: :meth:`upload_csv`
+        with the target names); written to ``to`` when given."""
+        content = self._request("GET", f"/v1/datasets/{dataset_id}/export", params={"format": format}).content
+        if to is not None:
+            Path(to).write_bytes(content)
+        return content
+
     def delete_dataset(self, dataset_id: str) -> None:
         self._request("DELETE", f"/v1/datasets/{dataset_id}")
 

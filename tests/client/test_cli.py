@@ -48,6 +48,11 @@ def test_a_cli_session(live, tmp_path):
     assert refused.returncode != 0 and "leave out --target" in refused.stderr
     refused = run(live, "datasets", "upload", str(data), check=False)
     assert refused.returncode != 0 and "--target is required" in refused.stderr
+    grid = json.loads(run(live, "datasets", "list", "--json").stdout)["items"][0]
+    exported = tmp_path / "back.npz"
+    run(live, "datasets", "export", grid["id"], "-o", str(exported))
+    with np.load(exported, allow_pickle=False) as z:
+        assert z["features"].shape == (10, 4, 4) and list(z["targets"]) == [0, 1] * 5
 
     model = json.loads(run(live, "models", "create", str(spec), "--json").stdout)
     assert model["name"] == "xor-net"

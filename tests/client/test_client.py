@@ -52,6 +52,9 @@ def test_round_trip(live, tmp_path):
         np.savez(npz_file, features=np.zeros((6, 2, 3), np.uint8), targets=np.array(["a", "b"] * 3))
         images = bp.upload_npz(npz_file)
         assert images["name"] == "images" and images["input_shape"] == [2, 3] and images["classes"] == ["a", "b"]
+        back = bp.export_dataset(images["id"], "csv", to=tmp_path / "images.csv")
+        assert (tmp_path / "images.csv").read_bytes() == back and back.startswith(b"x0,x1,x2,x3,x4,x5,target\n")
+        assert bp.upload_csv(tmp_path / "images.csv", "target", input_shape=[2, 3])["classes"] == ["a", "b"]
         with pytest.raises(ValueError, match="targets holds Python objects"):
             bp.create_dataset("objects", grid, np.array([None] * 20, dtype=object))
 

@@ -1,9 +1,10 @@
 """/v1/datasets"""
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.responses import StreamingResponse
 from starlette.datastructures import UploadFile
 
 from service.api.deps import OwnerDep, PageDep, SessionDep, SettingsDep
@@ -11,6 +12,7 @@ from service.api.json_body import request_body_doc, with_json_body
 from service.errors import Invalid, PayloadTooLarge, UnsupportedMediaType, problem_responses
 from service.schemas.common import Page
 from service.schemas.datasets import DatasetJSONIn, DatasetOut
+from service.services import dataset_export
 from service.services import datasets as service
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -132,3 +134,29 @@ def get_dataset(dataset_id: str, session: SessionDep, owner: OwnerDep) -> Datase
 def delete_dataset(dataset_id: str, session: SessionDep, owner: OwnerDep) -> Response:
     service.delete(session, owner, dataset_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/{dataset_id}/export",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"application/octet-stream": {}, "text/csv": {}},
+            "description": "The dataset as it can be uploaded again: a .npz archive (features, targets, "
+            "feature_names, target_names) or a CSV file (feature columns, then target columns)",
+        },
+        **problem_responses(401, 404, 422),
+    },
+)
+def export_dataset(
+    dataset_id: str,
+    session: SessionDep,
+    owner: OwnerDep,
+    format: Annotated[Literal["npz", "csv"], Query(description="npz or csv")] = "npz",
+) -> Response:
+    row = service.get(session, owner, dataset_id)
+    headers = {"Content-Disposition": f'attachment; filename="dataset-{row.id}.{format}"'}
+    media_type = dataset_export.MEDIA_TYPES[format]
+    if format == "npz":
+        return Response(dataset_export.to_npz(row), media_type=media_type, headers=headers)
+    return StreamingResponse(dataset_export.csv_chunks(row), media_type=media_type, headers=headers)
