@@ -8,6 +8,7 @@ from backprop_client.client import ApiError, Client, parse_sse
 from backprop_client.types import (
     Checkpoint,
     Dataset,
+    Evaluation,
     Event,
     HistoryRow,
     Job,
@@ -25,6 +26,7 @@ __all__ = [
     "Checkpoint",
     "Client",
     "Dataset",
+    "Evaluation",
     "Event",
     "HistoryRow",
     "Job",

@@ -10,6 +10,7 @@
                    [--batch-size N] [--config JOB.json] [--no-wait]
     backprop jobs [--status S] | jobs show ID | jobs watch ID | jobs cancel ID
     backprop predict MODEL_ID (--input ROWS.json | --csv FILE | --npy ROWS.npy)
+    backprop evaluate MODEL_ID --dataset DATASET_ID [--version N] [--metric M ...]
     backprop export MODEL_ID --format npz|keras|onnx -o FILE
 
 The server and the key: ``--url`` / ``--api-key``, else ``BACKPROP_URL`` / ``BACKPROP_API_KEY``, else
@@ -37,7 +38,7 @@ import httpx
 from backprop_client.client import ApiError, Client
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-COMMANDS = ("datasets", "models", "train", "jobs", "predict", "export")
+COMMANDS = ("datasets", "models", "train", "jobs", "predict", "evaluate", "export")
 #: History keys that are not shown as metrics on the progress line.
 _NOT_METRICS = ("epoch", "grad_norms", "seconds", "learning_rate")
 
@@ -444,6 +445,19 @@ def _number(text: str | None) -> Any:
         return text
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    with connect(args) as bp:
+        out = bp.evaluate(args.model_id, args.dataset, version=args.version, loss=args.loss, metrics=args.metric)
+    if _json(args):
+        _print_json(out)
+        return 0
+    table([(name, _fmt(value) if value is not None else "-") for name, value in out["metrics"].items()],
+          ("METRIC", "VALUE"))
+    print(f"model {out['model_id']} version {out['version']} on dataset {out['dataset_id']}: "
+          f"{out['n_samples']} rows, loss {out['loss']}", file=sys.stderr)
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     if args.npy:
         try:
@@ -597,6 +611,14 @@ def add_client_commands(subparsers: Any) -> None:
     pr.add_argument("--drop", help="CSV columns to leave out (e.g. the target), comma-separated")
     pr.add_argument("--version", type=int, help="default: the latest")
     pr.set_defaults(func=_guard(cmd_predict))
+
+    ev = subparsers.add_parser("evaluate", parents=[conn], help="loss and metrics of a model on a dataset")
+    ev.add_argument("model_id")
+    ev.add_argument("--dataset", required=True, help="the dataset's id (rows held out of training, say)")
+    ev.add_argument("--version", type=int, help="default: the latest")
+    ev.add_argument("--loss", help="default: the loss the version was trained with")
+    ev.add_argument("--metric", action="append", help="repeat for several (default: the training job's)")
+    ev.set_defaults(func=_guard(cmd_evaluate))
 
     ex = subparsers.add_parser("export", parents=[conn], help="download a trained model")
     ex.add_argument("model_id")

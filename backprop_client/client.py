@@ -14,6 +14,7 @@ import httpx
 from backprop_client.types import (
     Checkpoint,
     Dataset,
+    Evaluation,
     Event,
     FINAL_STATUSES,
     Job,
@@ -458,6 +459,20 @@ class Client:
         params = {"version": version} if version is not None else None
         return cast(Prediction, self._json("POST", f"/v1/models/{model_id}/predict", content=content,
                                            headers={"content-type": NPY_MEDIA_TYPE}, params=params))
+
+    def evaluate(
+        self, model_id: str, dataset_id: str, *, version: int | None = None, loss: str | None = None,
+        metrics: Sequence[str] | None = None,
+    ) -> Evaluation:
+        """The loss and metrics of a trained version on a stored dataset (rows held out of training, say);
+        the loss and metrics default to those the version was trained with."""
+        body: dict[str, Any] = {"dataset_id": dataset_id}
+        for key, value in (("version", version), ("loss", loss)):
+            if value is not None:
+                body[key] = value
+        if metrics is not None:
+            body["metrics"] = list(metrics)
+        return cast(Evaluation, self._json("POST", f"/v1/models/{model_id}/evaluate", json=body))
 
     def export(
         self,

@@ -121,6 +121,15 @@ class Prediction(TypedDict):
     classes: NotRequired[list[Label] | None]
 
 
+class Evaluation(TypedDict):
+    model_id: str
+    version: int
+    dataset_id: str
+    n_samples: int
+    loss: str
+    metrics: dict[str, float | None]
+
+
 class StatusData(TypedDict):
     id: str
     status: JobStatus

@@ -28,3 +28,25 @@ class PredictOut(BaseModel):
     )
     probabilities: list[list[float]] | None = None
     classes: list[Label] | None = None
+
+
+class EvaluateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset_id: str = Field(max_length=64, description="A stored dataset, typically rows held out of training.")
+    version: int | None = Field(default=None, ge=1, le=2**31 - 1, description="Defaults to the latest version.")
+    loss: str | dict[str, Any] | None = Field(
+        default=None, description="Defaults to the loss of the job that trained the version.")
+    metrics: list[str] | None = Field(
+        default=None, max_length=16, description="Defaults to the metrics of the job that trained the version.")
+
+
+class EvaluateOut(BaseModel):
+    model_id: str
+    version: int
+    dataset_id: str
+    n_samples: int
+    loss: str = Field(description="The loss function used.")
+    metrics: dict[str, float | None] = Field(
+        description='{"loss": value, "<metric>": value, ...} over every row of the dataset, in inference mode; '
+        "null where a value is not finite (r2 on constant targets, say).")

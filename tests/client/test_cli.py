@@ -95,6 +95,11 @@ def test_a_cli_session(live, tmp_path):
     assert pred["version"] == 2 and len(pred["predictions"]) == 2
     table = run(live, "predict", model["id"], "--csv", str(data), "--drop", "y", "--version", "1").stdout
     assert table.splitlines()[0].split() == ["ROW", "PREDICTION", "PROBABILITY"] and len(table.splitlines()) == 41
+    scores = json.loads(run(live, "evaluate", model["id"], "--dataset", ds["id"], "--metric", "accuracy",
+                            "--json").stdout)
+    assert scores["n_samples"] == 40 and set(scores["metrics"]) == {"loss", "accuracy"}
+    shown = run(live, "evaluate", model["id"], "--dataset", ds["id"], "--version", "1")
+    assert shown.stdout.splitlines()[0].split() == ["METRIC", "VALUE"] and "version 1 on dataset" in shown.stderr
     npy_rows = tmp_path / "rows.npy"
     np.save(npy_rows, np.array([[0, 0], [1, 0]], dtype=np.float32))
     assert json.loads(run(live, "predict", model["id"], "--npy", str(npy_rows), "--json").stdout) == pred
@@ -137,7 +142,7 @@ def test_the_backprop_command_has_the_user_commands(live):
     out = run(live, "models", "list", "--json", module="service.cli")
     assert "items" in json.loads(out.stdout)
     helptext = run(live, "--help", module="service.cli").stdout
-    for command in ("datasets", "models", "train", "jobs", "predict", "export", "up", "keys"):
+    for command in ("datasets", "models", "train", "jobs", "predict", "evaluate", "export", "up", "keys"):
         assert command in helptext
 
 

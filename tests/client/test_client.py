@@ -89,6 +89,8 @@ def test_round_trip(live, tmp_path):
         assert all(p in ("no", "yes") for p in pred["predictions"])
         by_name = bp.predict(model["id"], [{"a": 0, "b": 0}, {"b": 0, "a": 1}], version=1)
         assert by_name["predictions"] == pred["predictions"]
+        scores = bp.evaluate(model["id"], ds["id"], metrics=["accuracy"])
+        assert scores["n_samples"] == 40 and scores["version"] == 1 and set(scores["metrics"]) == {"loss", "accuracy"}
         # a NumPy array travels as one .npy body: the same answer; bytes and a file path work too
         rows = np.array([[0, 0], [1, 0]], dtype=np.float32)
         as_npy = bp.predict(model["id"], rows)

@@ -7,12 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import OwnerDep
+from service.api.deps import OwnerDep, SessionDep
 from service.api.json_body import request_body_doc, with_json_body
 from service.api.npy_body import is_npy, read_npy
 from service.api.npy_body import request_body_doc as with_npy_doc
 from service.errors import Invalid, problem_responses
-from service.schemas.predictions import PredictIn, PredictOut
+from service.schemas.predictions import EvaluateIn, EvaluateOut, PredictIn, PredictOut
+from service.services import evaluation
 from service.services import predictions as service
 from service.services.predictions import Rows
 
@@ -75,3 +76,9 @@ async def _predict_rows(request: Request, model_id: str, owner: str, inputs: Row
             return Response(service.to_json(result), media_type="application/json")
     content = await run_in_threadpool(_predict, request, owner, model_id, inputs, version)
     return Response(content, media_type="application/json")
+
+
+@router.post("/{model_id}/evaluate", response_model=EvaluateOut, responses=problem_responses(401, 404, 409, 422))
+def evaluate(model_id: str, body: EvaluateIn, session: SessionDep, owner: OwnerDep) -> EvaluateOut:
+    """The loss and metrics of a trained version on a stored dataset (rows held out of training, say)."""
+    return EvaluateOut(**evaluation.evaluate(session, owner, model_id, body))
