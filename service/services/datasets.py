@@ -417,6 +417,21 @@ def _parse_targets(
     return y, classes, list(tnames), task
 
 
+def _check_names(feature_names: list[str], target_names: list[str], root: list[str | int]) -> None:
+    """Every column named once, as a CSV header must: a repeated name would make rows given by name ambiguous
+    and the dataset's CSV export unreadable."""
+    for key, names in (("feature_names", feature_names), ("target_names", target_names)):
+        seen: set[str] = set()
+        for name in names:
+            if name in seen:
+                raise Invalid(f"{key}: {name!r} appears more than once", loc=[*root, key])
+            seen.add(name)
+    both = sorted(set(feature_names) & set(target_names))
+    if both:
+        raise Invalid(f"{both[0]!r} names both a feature and a target: give target_names (or feature_names)",
+                      loc=[*root, "target_names"])
+
+
 def parse_json(
     features: list[list[Any]],
     targets: list[Any],
@@ -455,6 +470,7 @@ def parse_json(
         raise Invalid(f"row {i + 1}, column {names[j]!r}: {why}", loc=[*loc_f, i, j])
 
     y, classes, tnames, task = _parse_targets(targets, task, target_names, ["body", "targets"])
+    _check_names(list(names), tnames, ["body"])
     return Parsed(X, y, task, list(names), list(tnames), classes)
 
 
@@ -546,6 +562,7 @@ def parse_npz(raw: bytes, task: str | None, settings: Settings) -> tuple[Parsed,
         raise Invalid(f"row {i + 1}, column {names[j]!r}: {why}", loc=[*loc_f, i, j])
     y, classes, tnames, task = _parse_targets(targets.tolist(), task, _names(arrays, "target_names"),
                                               [*_NPZ_LOC, "targets"])
+    _check_names(names, tnames, _NPZ_LOC)
     shape = [int(d) for d in features.shape[1:]] if features.ndim > 2 else None
     return Parsed(X, y, task, names, tnames, classes), shape
 

@@ -129,19 +129,24 @@ def test_json_dataset(client, auth):
 
 
 @pytest.mark.parametrize(
-    "features,targets,loc",
+    "features,targets,loc,names",
     [
-        ([[1, 2], [3]], [0, 1], ["body", "features", 1]),
-        ([[1, 2], [3, "x"]], [0, 1], ["body", "features", 1, 1]),
-        ([[1, 2], [3, 4]], [0], ["body", "targets"]),
-        ([[1, 2], [3, 4]], ["a", "a"], ["body", "targets", "target"]),
-        ([], [], ["body", "features"]),
+        ([[1, 2], [3]], [0, 1], ["body", "features", 1], {}),
+        ([[1, 2], [3, "x"]], [0, 1], ["body", "features", 1, 1], {}),
+        ([[1, 2], [3, 4]], [0], ["body", "targets"], {}),
+        ([[1, 2], [3, 4]], ["a", "a"], ["body", "targets", "target"], {}),
+        ([], [], ["body", "features"], {}),
+        ([[1, 2], [3, 4]], [0, 1], ["body", "feature_names"], {"feature_names": ["a", "a"]}),
+        ([[1, 2], [3, 4]], [0, 1], ["body", "target_names"], {"feature_names": ["a", "target"]}),
+        ([[1, 2], [3, 4]], [[0, 1], [1, 0]], ["body", "target_names"], {"target_names": ["p", "p"]}),
     ],
-    ids=["ragged", "string", "count", "one-class", "empty"],
+    ids=["ragged", "string", "count", "one-class", "empty", "repeated-feature", "feature-is-target",
+         "repeated-target"],
 )
-def test_bad_json_dataset(client, auth, session_factory, features, targets, loc):
+def test_bad_json_dataset(client, auth, session_factory, features, targets, loc, names):
     before = count(session_factory)
-    r = client.post("/v1/datasets", headers=auth, json={"name": "b", "features": features, "targets": targets})
+    r = client.post("/v1/datasets", headers=auth, json={"name": "b", "features": features, "targets": targets,
+                                                        **names})
     assert r.status_code == 422, r.text
     assert r.json()["errors"][0]["loc"][: len(loc)] == loc
     assert count(session_factory) == before

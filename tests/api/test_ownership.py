@@ -8,6 +8,7 @@ XOR = "a,b,y\n" + "\n".join(f"{i % 2},{(i // 2) % 2},{(i % 2) ^ ((i // 2) % 2)}"
 BODIES = {
     ("post", "/v1/models/{model_id}/predict"): {"inputs": [[0, 1]]},
     ("post", "/v1/jobs/{job_id}/cancel"): None,
+    ("post", "/v1/models/{model_id}/evaluate"): {"dataset_id": "filled in below"},
 }
 
 
@@ -29,6 +30,8 @@ def test_every_operation_hides_other_owners_resources(client, auth, other_auth, 
                 url = path.format(**ids)
                 kwargs = {}
                 body = BODIES.get((method, path))
+                if body is not None and "dataset_id" in body:
+                    body = {**body, "dataset_id": ds["id"]}
                 if body is not None:
                     kwargs["json"] = body
                 r = client.request(method.upper(), url, headers=other_auth, **kwargs)
