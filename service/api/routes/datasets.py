@@ -8,6 +8,7 @@ from fastapi.responses import StreamingResponse
 from starlette.datastructures import UploadFile
 
 from service.api.deps import OwnerDep, PageDep, SessionDep, SettingsDep
+from service.api.downloads import attachment, file_responses
 from service.api.json_body import request_body_doc, with_json_body
 from service.errors import Invalid, PayloadTooLarge, UnsupportedMediaType, problem_responses
 from service.schemas.common import Page
@@ -139,14 +140,10 @@ def delete_dataset(dataset_id: str, session: SessionDep, owner: OwnerDep) -> Res
 @router.get(
     "/{dataset_id}/export",
     response_class=Response,
-    responses={
-        200: {
-            "content": {"application/octet-stream": {}, "text/csv": {}},
-            "description": "The dataset as it can be uploaded again: a .npz archive (features, targets, "
-            "feature_names, target_names) or a CSV file (feature columns, then target columns)",
-        },
-        **problem_responses(401, 404, 422),
-    },
+    responses=file_responses(
+        "The dataset as it can be uploaded again: a .npz archive (features, targets, feature_names, target_names) "
+        "or a CSV file (feature columns, then target columns)", ("application/octet-stream", "text/csv"), 401, 404,
+        422),
 )
 def export_dataset(
     dataset_id: str,
@@ -155,7 +152,7 @@ def export_dataset(
     format: Annotated[Literal["npz", "csv"], Query(description="npz or csv")] = "npz",
 ) -> Response:
     row = service.get(session, owner, dataset_id)
-    headers = {"Content-Disposition": f'attachment; filename="dataset-{row.id}.{format}"'}
+    headers = attachment(f"dataset-{row.id}.{format}")
     media_type = dataset_export.MEDIA_TYPES[format]
     if format == "npz":
         return Response(dataset_export.to_npz(row), media_type=media_type, headers=headers)

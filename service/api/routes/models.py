@@ -6,6 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 
 from service.api.deps import ModelCacheDep, OwnerDep, PageDep, SessionDep, SettingsDep
+from service.api.downloads import attachment, file_responses
 from service.errors import problem_responses
 from service.schemas.common import Page
 from service.schemas.models import ExportFormat, ModelCreate, ModelOut, VersionOut
@@ -51,14 +52,9 @@ def list_versions(model_id: str, session: SessionDep, owner: OwnerDep, page: Pag
 @router.get(
     "/{model_id}/export",
     response_class=Response,
-    responses={
-        200: {
-            "content": {"application/octet-stream": {}, "application/zip": {}},
-            "description": "The trained version as a file: npz (engine archive), keras (zip of JSON config and "
-            "npz weights) or onnx (graph with standardization inside)",
-        },
-        **problem_responses(401, 404, 409, 422),
-    },
+    responses=file_responses(
+        "The trained version as a file: npz (engine archive), keras (zip of JSON config and npz weights) or onnx "
+        "(graph with standardization inside)", ("application/octet-stream", "application/zip"), 401, 404, 409, 422),
 )
 def export_model(
     model_id: str,
@@ -68,6 +64,4 @@ def export_model(
     version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
 ) -> Response:
     content, media_type, filename = service.export(session, owner, model_id, format, version)
-    return Response(
-        content, media_type=media_type, headers={"Content-Disposition": f'attachment; filename="{filename}"'}
-    )
+    return Response(content, media_type=media_type, headers=attachment(filename))
