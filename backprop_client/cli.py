@@ -285,7 +285,7 @@ def job_body(args: argparse.Namespace) -> dict[str, Any]:
         if not isinstance(loaded, dict):
             raise CliError(f"{args.config}: a job config is a JSON object")
         body.update(loaded)
-    for key in ("loss", "epochs", "validation_split", "seed"):
+    for key in ("loss", "epochs", "validation_split", "validation_dataset_id", "seed"):
         value = getattr(args, key)
         if value is not None:
             body[key] = value
@@ -585,6 +585,8 @@ def add_client_commands(subparsers: Any) -> None:
     tr.add_argument("--epochs", type=int)
     tr.add_argument("--batch-size", help="an integer, or 'full'")
     tr.add_argument("--validation-split", type=float)
+    tr.add_argument("--validation-dataset", dest="validation_dataset_id", metavar="DATASET_ID",
+                    help="validate on a held-out dataset instead of a split")
     tr.add_argument("--seed", type=int)
     tr.add_argument("--metric", action="append", help="a metric to track (repeatable), e.g. accuracy")
     tr.add_argument("--config", metavar="JOB.json", help="the job's JSON (options on the command line win)")

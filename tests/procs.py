@@ -363,8 +363,10 @@ def digits():
     return X[~held], y[~held], X[held], y[held]
 
 
-def digits_csv() -> bytes:
-    X, y, _, _ = digits()
+def digits_csv(held_out: bool = False) -> bytes:
+    X, y, X_held, y_held = digits()
+    if held_out:
+        X, y = X_held, y_held
     out = io.StringIO()
     out.write(",".join([f"px{i}" for i in range(64)] + ["digit"]) + "\n")
     for row, label in zip(X, y):
@@ -383,6 +385,14 @@ def upload_digits(svc: Service) -> str:
     body = r.json()
     assert body["task"] == "classification" and sorted(body["classes"]) == sorted(NAMES)
     return body["id"]
+
+
+def upload_held_out_digits(svc: Service) -> str:
+    """The digits rows that digits_csv() leaves out, as a dataset of their own; returns its id."""
+    r = svc.client.post("/v1/datasets", files={"file": ("held.csv", digits_csv(held_out=True), "text/csv")},
+                        data={"name": "digits-held-out", "target": "digit"})
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
 
 
 def dataset_id(svc: Service) -> str:

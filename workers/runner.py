@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: Job config keys that are the service's, not the engine's fit() arguments.
-SERVICE_KEYS = frozenset({"checkpoint_every", "model_id", "dataset_id", "name"})
+SERVICE_KEYS = frozenset({"checkpoint_every", "model_id", "dataset_id", "validation_dataset_id", "name"})
 #: History keys that are not metrics of the trained model.
 NON_METRIC_KEYS = frozenset({"epoch", "grad_norms", "seconds", "learning_rate"})
 #: Checkpoints kept per job while it runs (plus the best one).
@@ -183,6 +183,22 @@ def training_arrays(
 
     row = SimpleNamespace(data=blob, task=ds.task, classes=ds.classes)
     return arrays(row, claim.input_shape, claim.config.get("loss"), n_outputs_of(claim.summary))
+
+
+def validation_arrays(
+    ds: "DatasetInfo", vds: "DatasetInfo", blob: bytes, claim: "Claim"
+) -> tuple[np.ndarray, np.ndarray]:
+    """The validation dataset's rows and targets in the training dataset's terms (its labels by value, its
+    column order; see service.services.dataset_matching), shaped as :func:`training_arrays` shapes them."""
+    from service.services import dataset_matching as matching
+    from service.training_data import n_outputs_of, targets_for_loss, unpack_arrays
+
+    X, y = unpack_arrays(blob)
+    X = matching.features(ds, vds, X).reshape((X.shape[0], *claim.input_shape))
+    y = matching.targets(ds, vds, y)
+    n_classes = len(ds.classes or []) if ds.task == "classification" else None
+    y = targets_for_loss(y, ds.task, claim.config.get("loss"), n_outputs_of(claim.summary), n_classes)
+    return np.ascontiguousarray(X, dtype=np.float32), y
 
 
 # --------------------------------------------------------------------------------------------------
@@ -597,6 +613,16 @@ def _train(store: Store, claim: Claim, monitor: Monitor) -> str:
     X, y = training_arrays(ds, blob, claim)
     del blob
     config = claim.config
+    validation: dict[str, Any] = {}      # fit's validation_data, when the job validates on a dataset
+    if config.get("validation_dataset_id"):
+        loaded = db_retry(lambda: store.load_dataset(config["validation_dataset_id"]),
+                          what=f"load validation dataset {job_id}")
+        if loaded is None:
+            db_retry(lambda: store.finish(claim, "failed", {
+                "code": "dataset_deleted", "message": "The job's validation dataset was deleted."}),
+                what=f"fail {job_id}")
+            return "failed"
+        validation["validation_data"] = validation_arrays(ds, *loaded, claim)
 
     every = int(config.get("checkpoint_every") or 0)
     writer = EpochWriter(store, claim, monitor)
@@ -664,12 +690,12 @@ def _train(store: Store, claim: Claim, monitor: Monitor) -> str:
             epoch, data = resume_from
             clock["checkpointed"] = epoch
             log.info("job %s: resuming from the checkpoint of epoch %d", job_id, epoch)
-            model, history = engine.resume(data, X, y, callbacks=[on_epoch],
-                                           batch_callbacks=[on_batch])
+            model, history = engine.resume(data, X, y, callbacks=[on_epoch], batch_callbacks=[on_batch],
+                                           **validation)
         else:
             model = engine.build(claim.spec, seed=config.get("seed"))
             history = model.fit(X, y, callbacks=[on_epoch], batch_callbacks=[on_batch],
-                                **fit_config(config))
+                                **validation, **fit_config(config))
     finally:
         # What was handed over is stored before the job's final state (a diverged job keeps its
         # history up to the bad epoch).

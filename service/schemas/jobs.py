@@ -34,6 +34,10 @@ class JobCreate(BaseModel):
     batch_size: int | Literal["full"] | None = None
     shuffle: bool | None = None
     validation_split: float | None = Field(default=None, ge=0, lt=1)
+    validation_dataset_id: str | None = Field(
+        default=None, max_length=64,
+        description="Validate on a stored dataset (rows held out of training) instead of a validation_split: "
+        "its labels are read as the training dataset's, by value, and same-named columns in its order.")
     seed: int | None = None
     metrics: list[str] | None = None
     regularization: dict[str, Any] | None = None

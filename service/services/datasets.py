@@ -640,6 +640,11 @@ def delete(session: Session, owner_id: str, dataset_id: str) -> None:
     busy = session.scalar(
         select(Job.id).where(Job.dataset_id == row.id, Job.status.in_(("queued", "running"))).limit(1)
     )
+    if busy is None:    # or validates one: the id is in the job's config (an owner has at most a few active jobs)
+        active = session.execute(select(Job.id, Job.config).where(
+            Job.owner_id == row.owner_id, Job.status.in_(("queued", "running"))))
+        busy = next((job_id for job_id, config in active
+                     if (config or {}).get("validation_dataset_id") == row.id), None)
     if busy is not None:
         raise Conflict(f"dataset {dataset_id} is used by job {busy}, which is queued or running; cancel it first")
     session.delete(row)

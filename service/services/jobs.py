@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from service.config import Settings
 from service.db.models import Checkpoint, Dataset, Job, Model, Owner, utcnow
 from service.errors import Conflict, Invalid, LimitExceeded, TooManyRequests
+from service.services import dataset_matching as matching
 from service.services import engine_port
 from service.services.queries import get_owned, page
 from service.services.hooks import after_commit
@@ -20,7 +21,7 @@ from service.training_data import TargetMismatch, check_targets, n_outputs_of, n
 log = logging.getLogger("backprop.jobs")
 
 #: Job keys that belong to the service, not to the engine's ``fit``.
-SERVICE_KEYS = ("model_id", "dataset_id", "checkpoint_every")
+SERVICE_KEYS = ("model_id", "dataset_id", "validation_dataset_id", "checkpoint_every")
 DEFAULT_CHECKPOINT_EVERY = 1
 ACTIVE = ("queued", "running")
 
@@ -79,6 +80,14 @@ def create(
 
     raw = body.model_dump(exclude_unset=True, exclude_none=True, exclude=set(SERVICE_KEYS))
     engine_port.check_numbers(raw, ["body"])
+    validation = None
+    if body.validation_dataset_id is not None:
+        validation = _owned(session, Dataset, body.validation_dataset_id, owner_id, "validation_dataset_id")
+        if raw.get("validation_split"):
+            raise Invalid("give validation_split or validation_dataset_id, not both", loc=["body", "validation_split"])
+        # the engine only needs to know that the fit has validation rows (early stopping may monitor val_loss);
+        # the worker reads them from the dataset
+        raw["validation_data"] = True
     config = engine_port.normalize_fit_config(raw, input_rank=len(model.input_shape))
     epochs = int(config.get("epochs") or 0)
     if epochs > settings.max_epochs:
@@ -93,6 +102,10 @@ def create(
             f"rows have {dataset.n_features} features (shape {list(dataset.input_shape)})",
             loc=["body", "dataset_id"],
         )
+    if validation is not None:
+        matching.check(dataset, validation, model_width, validation.n_features, ["body", "validation_dataset_id"],
+                       "the training dataset")
+        config["validation_dataset_id"] = validation.id
     loss = config.get("loss")
     loss_name = loss if isinstance(loss, str) else str((loss or {}).get("type", ""))
     n_outputs = n_outputs_of(model.summary)

@@ -153,6 +153,8 @@ def test_parsing_and_progress_rendering():
                                       "--batch-size", "full", "--metric", "accuracy"])
     assert job_body(args) == {"model_id": "m", "dataset_id": "d", "batch_size": "full", "metrics": ["accuracy"],
                               "optimizer": {"type": "adam", "learning_rate": 0.1}}
+    args = build_parser().parse_args(["train", "--model", "m", "--dataset", "d", "--validation-dataset", "v"])
+    assert job_body(args) == {"model_id": "m", "dataset_id": "d", "validation_dataset_id": "v"}
     with pytest.raises(SystemExit):
         build_parser().parse_args(["predict", "m"])  # --input or --csv
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from procs import (FIT, NAMES, assert_same_weights, create_model, digits, get_job,
-                   start_job, wait_job, weights)
+                   start_job, upload_held_out_digits, wait_job, weights)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -96,11 +96,31 @@ def test_diverging_job_fails_with_advice(svc):
     assert "epoch" in job["error"]["message"] and "learning rate" in job["error"]["message"]
 
 
+def test_a_validation_dataset_scores_every_epoch_as_evaluate_does(svc):
+    """validation_dataset_id: every history row carries the held-out dataset's val_loss and val_accuracy, and
+    the last row's equal, to the bit, what evaluate answers for the version on that dataset."""
+    held = upload_held_out_digits(svc)
+    model_id = create_model(svc)
+    job_id = start_job(svc, model_id, epochs=8, validation_split=0, validation_dataset_id=held,
+                       early_stopping={"monitor": "val_loss", "patience": 50})
+    job = wait_job(svc, job_id)
+    assert job["status"] == "succeeded", (job["error"], svc.log_tail())
+    assert job["config"]["validation_dataset_id"] == held and job["config"]["validation_split"] == 0
+    assert all({"val_loss", "val_accuracy"} <= set(row) for row in job["history"])
+    r = svc.client.post(f"/v1/models/{model_id}/evaluate", json={"dataset_id": held})
+    assert r.status_code == 200, r.text
+    scores = r.json()["metrics"]
+    last = job["history"][-1]
+    assert (scores["loss"], scores["accuracy"]) == (last["val_loss"], last["val_accuracy"])
+    assert scores["accuracy"] >= 0.9
+    assert svc.client.delete(f"/v1/datasets/{held}").status_code == 204     # no job uses it any more
+
+
 def test_killed_worker_job_is_requeued_and_resumes_bit_identical(svc):
     """kill -9 of the worker mid-training: the reconciler sees the stale heartbeat, re-queues the job,
     the next worker resumes it from its last checkpoint and the version equals an uninterrupted
-    run's with the same seed."""
-    long = {"epochs": 60, "batch_size": 8}
+    run's with the same seed, validation scores on a held-out dataset included."""
+    long = {"epochs": 60, "batch_size": 8, "validation_split": 0, "validation_dataset_id": upload_held_out_digits(svc)}
     model_id = create_model(svc)
     ref = wait_job(svc, start_job(svc, model_id, **long))
     assert ref["status"] == "succeeded"
@@ -118,6 +138,7 @@ def test_killed_worker_job_is_requeued_and_resumes_bit_identical(svc):
     assert job["status"] == "succeeded", (job["error"], svc.log_tail())
     assert job["attempts"] == 2
     assert [r["epoch"] for r in job["history"]] == list(range(1, long["epochs"] + 1))
+    assert [r["val_loss"] for r in job["history"]] == [r["val_loss"] for r in ref["history"]]
     assert_same_weights(weights(svc, model_id, ref["result_version"]),
                         weights(svc, model_id, job["result_version"]))
     if svc.mode == "production":  # its worker logs at INFO: the second attempt resumed
