@@ -8,7 +8,9 @@
 (``Content-Type: application/x-npy``), one keep-alive connection, sequential, the answers checked equal. The
 references, from the same run: the engine's own ``predict`` on the same rows in this process, on the exported
 version (the forward pass before any transport), and a bare FastAPI endpoint under uvicorn that reads the same
-.npy bytes and answers a few bytes (the transport alone). The client's own encoding of each body is shown apart.
+.npy bytes and answers a few bytes (the transport alone). The client's own encoding of each body is shown
+apart. Last, ``POST /v1/models/{id}/evaluate`` on the training dataset beside the engine's own ``evaluate`` of
+the same rows in this process (the same loss value, checked).
 """
 from __future__ import annotations
 
@@ -75,7 +77,7 @@ def _bare_transport_ms(tmp: Path, body: bytes, n: int) -> float:
         stop(proc)
 
 
-def _train(c: httpx.Client, rng: np.random.Generator) -> str:
+def _train(c: httpx.Client, rng: np.random.Generator) -> tuple[str, str, np.ndarray, np.ndarray]:
     X = rng.integers(0, 256, size=(2000, 784)).astype(np.float32)
     y = rng.integers(0, 10, size=2000)
     ds = c.post("/v1/datasets", json={"name": "wide", "features": X.tolist(), "targets": y.tolist(),
@@ -93,7 +95,7 @@ def _train(c: httpx.Client, rng: np.random.Generator) -> str:
         if status in ("succeeded", "failed", "cancelled"):
             if status != "succeeded":
                 raise RuntimeError(f"the training job ended {status}")
-            return model_id
+            return model_id, ds.json()["id"], X, y
         time.sleep(0.05)
     raise RuntimeError("the training job did not end within 120 s")
 
@@ -109,7 +111,7 @@ def main() -> int:
         url, key, cleanup = start_embedded(Path(tmp))
         try:
             with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=120) as c:
-                model_id = _train(c, rng)
+                model_id, dataset_id, X_train, y_train = _train(c, rng)
                 path = f"/v1/models/{model_id}/predict"
                 json_body = json.dumps({"inputs": rows.tolist()}).encode()
                 buf = io.BytesIO()
@@ -124,6 +126,9 @@ def main() -> int:
                 npy_ms = _p50_ms(lambda: c.post(path, content=npy_body,
                                                 headers={"content-type": "application/x-npy"}), args.requests)
                 served = engine.from_bytes(c.get(f"/v1/models/{model_id}/export", params={"format": "npz"}).content)
+                scores = c.post(f"/v1/models/{model_id}/evaluate", json={"dataset_id": dataset_id}).json()
+                evaluate_ms = _p50_ms(lambda: c.post(f"/v1/models/{model_id}/evaluate",
+                                                     json={"dataset_id": dataset_id}).raise_for_status(), 10)
         finally:
             cleanup()
         bare_ms = _bare_transport_ms(Path(tmp), npy_body, args.requests)
@@ -139,6 +144,14 @@ def main() -> int:
           f"endpoint {bare_ms:.2f} ms; together {engine_ms + bare_ms:.2f} ms "
           f"(.npy predict {npy_ms / (engine_ms + bare_ms):.2f}x that)")
     print(f"  .npy is {json_ms / npy_ms:.1f}x faster than JSON")
+    local = served.evaluate(X_train, y_train, loss="sparse_categorical_crossentropy", metrics=[])
+    if local["loss"] != scores["metrics"]["loss"]:
+        raise RuntimeError(f"evaluate answered {scores['metrics']['loss']}, the engine {local['loss']}")
+    engine_eval_ms = _p50_ms(lambda: served.evaluate(X_train, y_train, loss="sparse_categorical_crossentropy",
+                                                     metrics=[]), 10)
+    print(f"evaluate on the 2,000 training rows over HTTP: {evaluate_ms:.1f} ms; the engine's evaluate in process "
+          f"{engine_eval_ms:.1f} ms ({evaluate_ms / engine_eval_ms:.2f}x: the dataset and the version read from the "
+          f"database and the version loaded afresh)")
     return 0
 
 
