@@ -113,6 +113,18 @@ def _openapi(app: FastAPI) -> dict:
     return doc
 
 
+def freeze_startup_objects() -> int:
+    """Collect once, then move every object the process holds into the collector's permanent generation
+    (``gc.freeze``): those objects live as long as the process, and without this each full collection scans
+    them all again, holding the GIL for ~70 ms on this project's hosts while a request waits. Returns how many
+    objects were frozen."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -142,6 +154,8 @@ def create_app(
             from service.reconciler import start_reconciler_thread
 
             stop_reconciler = start_reconciler_thread(settings, app.state.session_factory)
+        if settings.gc_freeze_at_startup:
+            freeze_startup_objects()
         yield
         if stop_reconciler is not None:
             await run_in_threadpool(stop_reconciler)

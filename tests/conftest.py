@@ -73,6 +73,9 @@ def make_settings(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Set
             "database_url": database_url,
             "broker_url": "memory://",
             "auto_migrate": True,
+            # one pytest process builds dozens of apps: freezing at each startup would keep every earlier
+            # test's objects from the collector (tests/api/test_gc_freeze.py covers the freeze)
+            "gc_freeze_at_startup": False,
         }
         values.update(overrides)
         return Settings(**values)

@@ -99,7 +99,7 @@ def test_unreachable_database_is_503_problem_json(tmp_path):
 
     port = free_port()
     settings = Settings(data_dir=tmp_path, database_url=f"postgresql+psycopg://postgres@127.0.0.1:{port}/x",
-                        broker_url="memory://", auto_migrate=False, api_reconciler=False)
+                        broker_url="memory://", auto_migrate=False, api_reconciler=False, gc_freeze_at_startup=False)
     app = create_app(settings, enqueue=lambda _job_id: None)
     app.state.broker_ok = lambda: True
     with TestClient(app, raise_server_exceptions=False) as client:
