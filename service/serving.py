@@ -131,15 +131,26 @@ def _to_distribution(out: np.ndarray) -> np.ndarray:
     return p / p.sum(axis=1, keepdims=True)
 
 
+def class_probabilities(out: np.ndarray, n_classes: int) -> np.ndarray:
+    """Raw output units of a classifier -> one probability per class (one sigmoid unit on two classes gives
+    P(second class)); the predicted class of a row is its argmax."""
+    if out.shape[1] == 1 and n_classes == 2:
+        p1 = np.clip(out[:, 0], 0.0, 1.0)
+        return np.stack([1.0 - p1, p1], axis=1)
+    return _to_distribution(out)
+
+
+def labels_on(out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Raw output units of a multilabel model -> (probabilities, which labels are predicted: p >= 0.5)."""
+    probs = np.clip(out, 0.0, 1.0)
+    return probs, probs >= 0.5
+
+
 def map_outputs(out: np.ndarray, task: str, classes: Sequence[Any] | None) -> dict[str, Any]:
     """Raw output units -> ``predictions`` (+ ``probabilities`` and ``classes``) as the API returns them."""
     if task == "classification":
         labels = list(classes or [])
-        if out.shape[1] == 1 and len(labels) == 2:
-            p1 = np.clip(out[:, 0], 0.0, 1.0)
-            probs = np.stack([1.0 - p1, p1], axis=1)
-        else:
-            probs = _to_distribution(out)
+        probs = class_probabilities(out, len(labels))
         idx = probs.argmax(axis=1)
         return {
             "predictions": [labels[i] if i < len(labels) else int(i) for i in idx.tolist()],
@@ -148,8 +159,7 @@ def map_outputs(out: np.ndarray, task: str, classes: Sequence[Any] | None) -> di
         }
     if task == "multilabel":
         labels = list(classes or [])
-        probs = np.clip(out, 0.0, 1.0)
-        on = probs >= 0.5
+        probs, on = labels_on(out)
         return {
             "predictions": [[labels[j] for j in np.flatnonzero(row).tolist()] for row in on],
             "probabilities": probs.tolist(),

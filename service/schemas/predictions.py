@@ -41,6 +41,23 @@ class EvaluateIn(BaseModel):
         default=None, max_length=16, description="Defaults to the metrics of the job that trained the version.")
 
 
+class LabelScores(BaseModel):
+    label: Label
+    precision: float
+    recall: float
+    f1: float
+    support: int = Field(description="Rows whose true targets hold this label.")
+
+
+class Confusion(BaseModel):
+    classes: list[Label]
+    matrix: list[list[int]] | None = Field(
+        default=None, description="Classification: matrix[i][j] counts rows of classes[i] predicted as classes[j].")
+    matrices: list[list[list[int]]] | None = Field(
+        default=None, description="Multilabel: per label [[tn, fp], [fn, tp]].")
+    per_class: list[LabelScores]
+
+
 class EvaluateOut(BaseModel):
     model_id: str
     version: int
@@ -50,3 +67,6 @@ class EvaluateOut(BaseModel):
     metrics: dict[str, float | None] = Field(
         description='{"loss": value, "<metric>": value, ...} over every row of the dataset, in inference mode; '
         "null where a value is not finite (r2 on constant targets, say).")
+    confusion: Confusion | None = Field(
+        default=None, description="Classification and multilabel: how the predictions (decided as predict decides "
+        "them) meet the true labels, with per-label precision, recall and f1. Regression: null.")

@@ -43,7 +43,8 @@ def _expected(client, auth, model_id, csv: str) -> dict:
     p = np.array(out["probabilities"])
     truth = np.array([out["classes"].index(r["y"]) for r in rows])
     picked = np.clip(p[np.arange(len(rows)), truth], 1e-7, 1 - 1e-7)
-    return {"loss": float(np.mean(-np.log(picked))), "accuracy": float(np.mean(p.argmax(1) == truth))}
+    return {"loss": float(np.mean(-np.log(picked))), "accuracy": float(np.mean(p.argmax(1) == truth)),
+            "labels": ([r["y"] for r in rows], out["predictions"])}
 
 
 @pytest.mark.parametrize("labels,swap", [(("low", "mid", "high"), False), (("high", "mid"), False),
@@ -63,6 +64,23 @@ def test_held_out_rows_give_the_loss_and_accuracy_of_the_predictions(client, tra
     assert out["metrics"]["accuracy"] == pytest.approx(want["accuracy"], abs=1e-9)
     assert out["metrics"]["loss"] == pytest.approx(want["loss"], rel=1e-5)
     assert out["metrics"]["accuracy"] > 0.8
+    # the confusion matrix and per-class scores, against scikit-learn's on the predict endpoint's answers
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    conf = out["confusion"]
+    classes = conf["classes"]
+    assert classes == ["high", "low", "mid"] and conf["matrices"] is None
+    true, predicted = want["labels"]
+    k = range(len(classes))
+    t = [classes.index(v) for v in true]
+    p = [classes.index(v) for v in predicted]
+    assert conf["matrix"] == confusion_matrix(t, p, labels=k).tolist()
+    precision, recall, f1, support = precision_recall_fscore_support(t, p, labels=k, zero_division=0)
+    assert [c["label"] for c in conf["per_class"]] == classes
+    assert [c["support"] for c in conf["per_class"]] == support.tolist()
+    assert [c["precision"] for c in conf["per_class"]] == pytest.approx(precision.tolist())
+    assert [c["recall"] for c in conf["per_class"]] == pytest.approx(recall.tolist())
+    assert [c["f1"] for c in conf["per_class"]] == pytest.approx(f1.tolist())
 
 
 def test_loss_and_metrics_can_be_chosen(client, trained):
@@ -137,3 +155,47 @@ def test_regression_targets_are_matched_by_name(client, auth, session_factory):
         assert r.json()["metrics"]["mae"] == pytest.approx(float(np.mean(np.abs(pred - Yr))), rel=1e-3, abs=1e-6)
         assert r.json()["metrics"]["loss"] == pytest.approx(float(np.mean((pred - Yr) ** 2)), rel=1e-3, abs=1e-8)
     assert results[0] != results[1]          # different rows, each checked against its own predictions
+    assert r.json()["confusion"] is None
+
+
+def test_multilabel_gets_a_two_by_two_matrix_per_label(client, auth, session_factory):
+    from sklearn.metrics import multilabel_confusion_matrix, precision_recall_fscore_support
+
+    def table(n: int) -> str:
+        X = RNG.normal(size=(n, 2))
+        return "a,b,p,q\n" + "\n".join(f"{a:.4f},{b:.4f},{int(a > 0)},{int(a + b > 0.5)}" for a, b in X) + "\n"
+
+    train = make_dataset(client, auth, table(120), target="p,q")
+    assert train["task"] == "multilabel"
+    m = make_model(client, auth, {"input_shape": [2], "layers": [{"type": "dense", "units": 2,
+                                                                  "activation": "sigmoid"}]})
+    job = make_job(client, auth, m["id"], train["id"], loss="binary_crossentropy", epochs=20,
+                   optimizer={"type": "adam", "learning_rate": 0.1})
+    assert run_job_in_process(session_factory, job["id"]) == 1
+    csv = table(50)
+    held = make_dataset(client, auth, csv, target="p,q")
+    conf = client.post(f"/v1/models/{m['id']}/evaluate", headers=auth, json={"dataset_id": held["id"]}).json()[
+        "confusion"]
+    rows = [line.split(",") for line in csv.strip().splitlines()[1:]]
+    true = np.array([[int(r[2]), int(r[3])] for r in rows])
+    out = client.post(f"/v1/models/{m['id']}/predict", headers=auth,
+                      json={"inputs": [[float(r[0]), float(r[1])] for r in rows]}).json()
+    predicted = np.array([[int(label in labels) for label in ("p", "q")] for labels in out["predictions"]])
+    assert conf["classes"] == ["p", "q"] and conf["matrix"] is None
+    assert conf["matrices"] == multilabel_confusion_matrix(true, predicted).tolist()
+    precision, recall, f1, support = precision_recall_fscore_support(true, predicted, zero_division=0)
+    assert [c["support"] for c in conf["per_class"]] == support.tolist()
+    assert [c["precision"] for c in conf["per_class"]] == pytest.approx(precision.tolist())
+    assert [c["recall"] for c in conf["per_class"]] == pytest.approx(recall.tolist())
+    assert [c["f1"] for c in conf["per_class"]] == pytest.approx(f1.tolist())
+
+
+def test_one_sigmoid_unit_is_decided_as_predict_decides_it():
+    from service.serving import map_outputs
+    from service.services.evaluation import confusion
+
+    out = np.array([[0.2], [0.7], [0.5], [0.9]])
+    report = confusion("classification", ["no", "yes"], out, np.array([0, 1, 1, 0]))
+    assert map_outputs(out, "classification", ["no", "yes"])["predictions"] == ["no", "yes", "no", "yes"]
+    assert report["matrix"] == [[1, 1], [1, 1]]
+    assert [c["precision"] for c in report["per_class"]] == [0.5, 0.5]
