@@ -453,6 +453,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return 0
     table([(name, _fmt(value) if value is not None else "-") for name, value in out["metrics"].items()],
           ("METRIC", "VALUE"))
+    confusion = out.get("confusion")
+    if confusion:
+        print()
+        table([(c["label"], _fmt(c["precision"]), _fmt(c["recall"]), _fmt(c["f1"]), c["support"])
+               for c in confusion["per_class"]], ("LABEL", "PRECISION", "RECALL", "F1", "SUPPORT"))
+        if confusion.get("matrix") is not None:
+            print()
+            labels = [str(c) for c in confusion["classes"]]
+            table([[label, *row] for label, row in zip(labels, confusion["matrix"])],
+                  ["TRUE/PREDICTED", *labels])
     print(f"model {out['model_id']} version {out['version']} on dataset {out['dataset_id']}: "
           f"{out['n_samples']} rows, loss {out['loss']}", file=sys.stderr)
     return 0

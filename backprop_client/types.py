@@ -121,6 +121,21 @@ class Prediction(TypedDict):
     classes: NotRequired[list[Label] | None]
 
 
+class LabelScores(TypedDict):
+    label: Label
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+class Confusion(TypedDict):
+    classes: list[Label]
+    matrix: list[list[int]] | None
+    matrices: list[list[list[int]]] | None
+    per_class: list[LabelScores]
+
+
 class Evaluation(TypedDict):
     model_id: str
     version: int
@@ -128,6 +143,7 @@ class Evaluation(TypedDict):
     n_samples: int
     loss: str
     metrics: dict[str, float | None]
+    confusion: Confusion | None
 
 
 class StatusData(TypedDict):

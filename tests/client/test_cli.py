@@ -100,6 +100,9 @@ def test_a_cli_session(live, tmp_path):
     assert scores["n_samples"] == 40 and set(scores["metrics"]) == {"loss", "accuracy"}
     shown = run(live, "evaluate", model["id"], "--dataset", ds["id"], "--version", "1")
     assert shown.stdout.splitlines()[0].split() == ["METRIC", "VALUE"] and "version 1 on dataset" in shown.stderr
+    assert "PRECISION" in shown.stdout and "TRUE/PREDICTED" in shown.stdout
+    matrix = shown.stdout.split("TRUE/PREDICTED")[1].splitlines()[1:3]
+    assert sum(int(n) for line in matrix for n in line.split()[1:]) == 40
     npy_rows = tmp_path / "rows.npy"
     np.save(npy_rows, np.array([[0, 0], [1, 0]], dtype=np.float32))
     assert json.loads(run(live, "predict", model["id"], "--npy", str(npy_rows), "--json").stdout) == pred
