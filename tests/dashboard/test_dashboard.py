@@ -227,6 +227,35 @@ def test_model_summary_versions_and_predictions(browser, live, world, screenshot
     assert "row" in message.lower()
 
 
+def test_model_view_evaluates_on_a_dataset(browser, live, world, screenshot_dir) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    model, dataset = world["model"], world["dataset"]
+    open_signed_in(browser, live, world["key"], f"model/{model['id']}")
+    wait_for(browser, "return !document.getElementById('model-view').hidden", what="the model view")
+    Select(browser.find_element(By.ID, "evaluate-dataset")).select_by_value(dataset["id"])
+    browser.find_element(By.ID, "evaluate-button").click()
+    wait_for(browser, "return !document.getElementById('evaluate-metrics').hidden", what="the evaluation")
+    with httpx.Client(base_url=live.url, timeout=30) as client:
+        expected = client.post(f"/v1/models/{model['id']}/evaluate", headers=world["auth"],
+                               json={"dataset_id": dataset["id"], "version": 1}).json()
+    shown = browser.execute_script(
+        "return Object.fromEntries([...document.querySelectorAll('#evaluate-metrics tbody tr[data-metric]')]"
+        ".map(r => [r.dataset.metric, r.cells[1].textContent]))")
+    assert set(shown) == set(expected["metrics"]) == {"loss", "accuracy"}
+    for name, value in expected["metrics"].items():
+        assert float(shown[name]) == pytest.approx(value, rel=1e-3, abs=1e-4), name
+    matrix = browser.execute_script(
+        "return [...document.querySelectorAll('#evaluate-confusion tbody tr')].map(r => "
+        "[...r.querySelectorAll('td')].map(c => Number(c.textContent)))")
+    assert matrix == expected["confusion"]["matrix"]
+    labels = browser.execute_script(
+        "return [...document.querySelectorAll('#evaluate-classes tbody tr')].map(r => r.cells[0].textContent)")
+    assert labels == [str(c) for c in expected["confusion"]["classes"]]
+    browser.save_screenshot(str(screenshot_dir / "dashboard-evaluate.png"))
+
+
 def _row(epoch: int) -> dict[str, Any]:
     loss = 1.1 * math.exp(-epoch / 4) + 0.1
     return {"epoch": epoch, "loss": loss, "accuracy": 1 - loss / 2, "val_loss": loss * 1.1,

@@ -61,6 +61,9 @@ export const listModels = (limit = 200) => api(`v1/models?limit=${limit}`);
 export const getModel = (id) => api(`v1/models/${enc(id)}`);
 export const listVersions = (id) => api(`v1/models/${enc(id)}/versions?limit=100`);
 export const listDatasets = (limit = 200) => api(`v1/datasets?limit=${limit}`);
+export const evaluate = (id, datasetId, version) =>
+  api(`v1/models/${enc(id)}/evaluate`, {
+    method: "POST", body: version ? { dataset_id: datasetId, version } : { dataset_id: datasetId } });
 export const predict = (id, inputs, version) =>
   api(`v1/models/${enc(id)}/predict`, { method: "POST", body: version ? { inputs, version } : { inputs } });
 export const eventsUrl = (id) => `v1/jobs/${enc(id)}/events`;

@@ -628,7 +628,17 @@ async function showModel(id) {
     input.dataset.modelId = model.id;
     $("predict-result").hidden = true;
     $("predict-error").textContent = "";
+    for (const id of ["evaluate-metrics", "evaluate-classes", "evaluate-confusion"]) $(id).hidden = true;
+    $("evaluate-error").textContent = "";
   }
+  const datasets = [...state.datasets.values()];
+  const chosen = $("evaluate-dataset").value;
+  $("evaluate-dataset").replaceChildren(
+    ...datasets.map((d) =>
+      h("option", { value: d.id }, `${d.name} (${d.n_samples.toLocaleString()} rows, ${short(d.id)})`)),
+  );
+  if (datasets.some((d) => d.id === chosen)) $("evaluate-dataset").value = chosen;
+  $("evaluate-button").disabled = versions.items.length === 0 || datasets.length === 0;
 }
 
 function featureNames(version) {
@@ -689,6 +699,55 @@ function renderPrediction(inputs, out) {
   table.hidden = false;
 }
 
+async function onEvaluate(event) {
+  event.preventDefault();
+  const id = $("model-view").dataset.modelId;
+  const version = Number($("predict-version").value) || undefined;
+  $("evaluate-error").textContent = "";
+  $("evaluate-button").disabled = true;
+  try {
+    renderEvaluation(await api.evaluate(id, $("evaluate-dataset").value, version));
+  } catch (err) {
+    if (handleError(err)) return;
+    $("evaluate-error").textContent = err.message;
+    for (const t of ["evaluate-metrics", "evaluate-classes", "evaluate-confusion"]) $(t).hidden = true;
+  } finally {
+    $("evaluate-button").disabled = false;
+  }
+}
+
+function renderEvaluation(out) {
+  const metrics = $("evaluate-metrics");
+  metrics.tBodies[0].replaceChildren(
+    h("tr", {}, h("td", {}, "rows"), h("td", { class: "num" }, out.n_samples.toLocaleString())),
+    ...Object.entries(out.metrics).map(([name, value]) =>
+      h("tr", { dataset: { metric: name } }, h("td", {}, name === "loss" ? `loss (${out.loss})` : name),
+        h("td", { class: "num" }, value === null ? "–" : num(value, 4)))),
+  );
+  metrics.dataset.version = out.version;
+  metrics.hidden = false;
+  const confusion = out.confusion;
+  $("evaluate-classes").hidden = $("evaluate-confusion").hidden = !confusion;
+  if (!confusion) return;
+  $("evaluate-classes").tBodies[0].replaceChildren(
+    ...confusion.per_class.map((c) => h("tr", {}, h("td", {}, String(c.label)),
+      ...[c.precision, c.recall, c.f1].map((v) => h("td", { class: "num" }, v.toFixed(3))),
+      h("td", { class: "num" }, c.support))),
+  );
+  const table = $("evaluate-confusion");
+  if (!confusion.matrix) {   // multilabel: per label [[tn, fp], [fn, tp]]
+    table.hidden = true;
+    return;
+  }
+  const labels = confusion.classes.map(String);
+  table.tHead.replaceChildren(h("tr", {}, h("th", {}, "true \\ predicted"),
+    ...labels.map((l) => h("th", { class: "num" }, l))));
+  table.tBodies[0].replaceChildren(
+    ...confusion.matrix.map((row, i) => h("tr", {}, h("th", {}, labels[i]),
+      ...row.map((n, j) => h("td", { class: `num${i === j ? " best" : ""}` }, n)))),
+  );
+}
+
 // ---------------------------------------------------------------- start
 
 function init() {
@@ -714,6 +773,7 @@ function init() {
   });
   $("job-cancel").addEventListener("click", onCancel);
   $("predict-form").addEventListener("submit", onPredict);
+  $("evaluate-form").addEventListener("submit", onEvaluate);
   window.addEventListener("hashchange", () => route());
   if (api.getKey()) showApp();
   else showSignIn();
