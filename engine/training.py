@@ -311,7 +311,8 @@ class _Trainer:
                 self._reduce_on_plateau(row)
             stop = self.es is not None and self._early_stopping(epoch, row)
             self.epoch = epoch
-            self.finished = stop or epoch >= cfg["epochs"]
+            # "finished": early stopping ended the fit; one at its last epoch may still be carried on (resume)
+            self.finished = stop
             user_stop = False
             if callbacks:
                 event = EpochEvent(self, epoch, row)
@@ -383,11 +384,21 @@ def fit(model, X, y, config: dict, *, callbacks=(), batch_callbacks=(), state: d
     return history
 
 
-def resume(checkpoint: bytes, X, y, *, callbacks=(), batch_callbacks=(), validation_data=None):
-    """Continue the fit saved in ``checkpoint`` to its configured end: (model, whole history)."""
+def resume(checkpoint: bytes, X, y, *, callbacks=(), batch_callbacks=(), validation_data=None,
+           epochs: int | None = None):
+    """Continue the fit saved in ``checkpoint`` to its configured end, or to ``epochs`` in all when given (a
+    finished fit carried on): (model, whole history). A fit of N epochs carried on to M ends bit-identical to a
+    fit of M epochs: nothing an epoch draws or schedules depends on the total."""
     from .model import Model
     from .serialization import checkpoint_from_bytes
     state = checkpoint_from_bytes(checkpoint)
+    if epochs is not None:
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < state["epoch"]:
+            raise ConfigError("epochs", f"must be an integer of at least {state['epoch']}, the checkpoint's epoch")
+        if state["finished"] and epochs > state["epoch"]:
+            raise ConfigError("epochs", f"early stopping ended this fit at epoch {state['epoch']}: it cannot be "
+                                        "carried on")
+        state["config"] = {**state["config"], "epochs": epochs}
     model = Model(state["spec"], seed=state["model_seed"], dtype=state["dtype"], _normalized=True)
     history = fit(model, X, y, state["config"], callbacks=callbacks, batch_callbacks=batch_callbacks,
                   state=state, validation_data=validation_data)

@@ -76,6 +76,25 @@ def test_resume_is_bit_identical(optimizer):
     assert np.array_equal(full.predict(XS), resumed.predict(XS))
 
 
+@pytest.mark.parametrize("optimizer", [{"type": "adam"}, {"type": "sgd", "learning_rate": 0.05, "momentum": 0.9}],
+                         ids=["adam", "momentum"])
+def test_a_finished_fit_carried_on_equals_a_longer_fit(optimizer):
+    cfg = fit_config(optimizer=optimizer, reduce_lr_on_plateau={"patience": 1, "factor": 0.5},
+                     early_stopping={"patience": 20, "restore_best_weights": True})
+    longer = engine.build(ALL_FEATURES, seed=5)
+    history = longer.fit(XS, YS, **{**cfg, "epochs": 7})
+
+    last = {}
+    short = engine.build(ALL_FEATURES, seed=5)
+    short.fit(XS, YS, callbacks=[lambda event: last.update(bytes=event.checkpoint())], **cfg)   # 4 epochs
+    carried, carried_history = engine.resume(last["bytes"], XS, YS, epochs=7)
+    assert len(carried_history) == 7 and carried.fit_config["epochs"] == 7
+    assert same_weights(longer, carried)
+    assert strip_seconds(carried_history) == strip_seconds(history)
+    with pytest.raises(engine.ConfigError, match="at least 4"):
+        engine.resume(last["bytes"], XS, YS, epochs=3)
+
+
 def test_resume_after_early_stop_checkpoint_restores_best():
     cfg = fit_config(epochs=30, early_stopping={"monitor": "val_loss", "patience": 1, "restore_best_weights": True},
                      optimizer={"type": "sgd", "learning_rate": 0.5})
