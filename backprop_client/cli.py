@@ -374,6 +374,15 @@ def cmd_jobs(args: argparse.Namespace) -> int:
                 state = "cancel requested" if job["status"] == "running" else job["status"]
                 print(f"job {job['id']}: {state}")
             return 0
+        if sub == "continue":
+            job = bp.continue_job(args.id, epochs=args.epochs)
+            if _json(args):
+                _print_json(job)
+            else:
+                source = job["config"]["continue_from"]
+                print(f"job {job['id']}: queued, carrying job {source['job_id']} on from epoch {source['epoch']} "
+                      f"to {job['progress']['epochs']}")
+            return 0
         if sub == "watch":
             job = bp.get_job(args.id)  # a finished job's stream replays its epochs, then its final status
             return _watch(bp, args.id, int(job["progress"]["epochs"]), _json(args))
@@ -603,15 +612,18 @@ def add_client_commands(subparsers: Any) -> None:
     tr.add_argument("--no-wait", action="store_true", help="print the job id and return")
     tr.set_defaults(func=_guard(cmd_train))
 
-    jb = subparsers.add_parser("jobs", parents=[conn], help="list, show, watch and cancel training jobs")
+    jb = subparsers.add_parser("jobs", parents=[conn], help="list, show, watch, cancel and continue training jobs")
     jb.add_argument("--status", choices=("queued", "running", "succeeded", "failed", "cancelled"))
     jb.add_argument("--model", help="only this model's jobs")
     jb.add_argument("--limit", type=int, default=50)
     jsub = jb.add_subparsers(dest="jobs_command")
     for name, text in (("show", "a job's status, config and history"), ("watch", "follow a job live"),
-                       ("cancel", "cancel a job")):
+                       ("cancel", "cancel a job"),
+                       ("continue", "carry a finished job's fit on from its latest checkpoint (a new job)")):
         p = jsub.add_parser(name, parents=[conn], help=text)
         p.add_argument("id")
+        if name == "continue":
+            p.add_argument("--epochs", type=int, help="epochs of the whole fit (default: the job's own)")
     jb.set_defaults(func=_guard(cmd_jobs))
 
     pr = subparsers.add_parser("predict", parents=[conn], help="predict with a trained model")

@@ -332,6 +332,13 @@ class Client:
     def cancel_job(self, job_id: str) -> Job:
         return cast(Job, self._json("POST", f"/v1/jobs/{job_id}/cancel"))
 
+    def continue_job(self, job_id: str, *, epochs: int | None = None) -> Job:
+        """A new queued job carrying ``job_id``'s fit on from its latest checkpoint to ``epochs`` in all
+        (default: the job's own, which finishes a cancelled job); the result equals one job of that many
+        epochs."""
+        return cast(Job, self._json("POST", f"/v1/jobs/{job_id}/continue",
+                                    json={"epochs": epochs} if epochs is not None else None))
+
     def list_checkpoints(self, job_id: str, *, limit: int = 50, offset: int = 0) -> Page[Checkpoint]:
         return cast(
             Page[Checkpoint],

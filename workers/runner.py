@@ -30,7 +30,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker, undefer
 
 from service.config import Settings, get_settings
-from service.db.models import Dataset, Job, Model
+from service.db.models import Checkpoint, Dataset, Job, Model
 from service.db.session import session_factory as make_session_factory
 from service.services import job_history
 from service.services import training_results as tr
@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: Job config keys that are the service's, not the engine's fit() arguments.
-SERVICE_KEYS = frozenset({"checkpoint_every", "model_id", "dataset_id", "validation_dataset_id", "name"})
+SERVICE_KEYS = frozenset({"checkpoint_every", "model_id", "dataset_id", "validation_dataset_id", "continue_from",
+                          "name"})
 #: History keys that are not metrics of the trained model.
 NON_METRIC_KEYS = frozenset({"epoch", "grad_norms", "seconds", "learning_rate"})
 #: Checkpoints kept per job while it runs (plus the best one).
@@ -287,6 +288,11 @@ class Store:
     def latest_checkpoint(self, job_id: str) -> tuple[int, bytes] | None:
         with self.sf() as s:
             return tr.latest_checkpoint(s, job_id)
+
+    def checkpoint(self, job_id: str, epoch: int) -> tuple[int, bytes] | None:
+        with self.sf() as s:
+            data = s.scalar(select(Checkpoint.data).where(Checkpoint.job_id == job_id, Checkpoint.epoch == epoch))
+            return (epoch, data) if data is not None else None
 
     def record_epochs(
         self, c: Claim, rows: list[dict[str, Any]], checkpoint: tuple[int, bytes] | None = None
@@ -651,7 +657,10 @@ def _train(store: Store, claim: Claim, monitor: Monitor) -> str:
         # here (unless this was its last epoch: then completing is quicker than handing back)
         stop_here = preemption.requested() and epoch < claim.epochs
         data = None
-        if checkpoint_due(epoch) or stop_here:
+        # the last epoch is always kept (when the job checkpoints at all): POST /v1/jobs/{id}/continue carries
+        # the fit on from there instead of redoing the epochs after an earlier, spaced-out checkpoint
+        last = every > 0 and epoch == claim.epochs
+        if checkpoint_due(epoch) or stop_here or last:
             t0 = time.perf_counter()
             data = event.checkpoint()
             last_checkpoint["at"] = time.perf_counter()
@@ -685,13 +694,26 @@ def _train(store: Store, claim: Claim, monitor: Monitor) -> str:
             event.stop()
 
     resume_from = db_retry(lambda: store.latest_checkpoint(job_id), what=f"checkpoint {job_id}")
+    carry_on: dict[str, Any] = {}      # resume's epochs, when this job continues another one's fit
+    source = config.get("continue_from")
+    if resume_from is None and source:
+        resume_from = db_retry(lambda: store.checkpoint(source["job_id"], source["epoch"]),
+                               what=f"source checkpoint {job_id}")
+        if resume_from is None:
+            db_retry(lambda: store.finish(claim, "failed", {
+                "code": "checkpoint_missing",
+                "message": f"The checkpoint of job {source['job_id']} at epoch {source['epoch']} is gone."}),
+                what=f"fail {job_id}")
+            return "failed"
+        carry_on["epochs"] = claim.epochs
     try:
         if resume_from is not None:
             epoch, data = resume_from
             clock["checkpointed"] = epoch
-            log.info("job %s: resuming from the checkpoint of epoch %d", job_id, epoch)
+            log.info("job %s: resuming from the checkpoint of epoch %d%s", job_id, epoch,
+                     f" of job {source['job_id']}" if carry_on else "")
             model, history = engine.resume(data, X, y, callbacks=[on_epoch], batch_callbacks=[on_batch],
-                                           **validation)
+                                           **validation, **carry_on)
         else:
             model = engine.build(claim.spec, seed=config.get("seed"))
             history = model.fit(X, y, callbacks=[on_epoch], batch_callbacks=[on_batch],

@@ -48,6 +48,16 @@ class JobCreate(BaseModel):
     checkpoint_every: int | None = Field(default=None, ge=0, description="Checkpoint every N epochs (0: never).")
 
 
+class JobContinue(BaseModel):
+    """Carry a finished job's fit on from its latest checkpoint."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int | None = Field(
+        default=None, ge=1, description="Epochs of the whole fit, past the checkpoint's (default: the job's own, "
+        "which finishes a cancelled job).")
+
+
 class Progress(BaseModel):
     epoch: int
     epochs: int

@@ -141,6 +141,11 @@ def create(
         max_attempts=settings.max_attempts,
         cancel_requested=False,
     )
+    return _queue(session, job, enqueue)
+
+
+def _queue(session: Session, job: Job, enqueue: Callable[[str], None]) -> Job:
+    """Add the queued ``job``; its broker message goes out once the request's transaction commits."""
     session.add(job)
     session.flush()
     job_id = job.id
@@ -157,6 +162,57 @@ def create(
 
     after_commit(session, send)
     return job
+
+
+#: Failed jobs that may be continued: their end came from outside the fit, which would go on the same way.
+CONTINUABLE_FAILURES = ("worker_lost", "time_limit")
+
+
+def continue_(
+    session: Session, settings: Settings, owner_id: str, job_id: str, epochs: int | None,
+    enqueue: Callable[[str], None],
+) -> Job:
+    """A new queued job that carries ``job_id``'s fit on from its latest checkpoint to ``epochs`` in all (default:
+    the job's own): a cancelled job finished, a succeeded one trained longer. The worker resumes the engine's
+    checkpoint, so the result is bit-identical to one job of that many epochs."""
+    source = get(session, owner_id, job_id)
+    if source.status in ACTIVE:
+        raise Conflict(f"job {job_id} is {source.status}: it goes on by itself")
+    code = (source.error or {}).get("code")
+    if source.status == "failed" and code not in CONTINUABLE_FAILURES:
+        raise Conflict(f"job {job_id} failed ({code}): continuing would end the same way; start a new job")
+    if source.status == "succeeded" and source.epoch < source.epochs:
+        raise Conflict(f"early stopping ended job {job_id} at epoch {source.epoch}: it cannot be continued")
+    if source.dataset_id is None or session.get(Dataset, source.dataset_id) is None:
+        raise Conflict(f"job {job_id}'s dataset was deleted")
+    config = dict(source.config or {})
+    validation_id = config.get("validation_dataset_id")
+    if validation_id and session.get(Dataset, validation_id) is None:
+        raise Conflict(f"job {job_id}'s validation dataset was deleted")
+    start = session.scalar(select(func.max(Checkpoint.epoch)).where(Checkpoint.job_id == source.id))
+    if start is None:
+        raise Conflict(f"job {job_id} has no checkpoint to continue from")
+    epochs = source.epochs if epochs is None else epochs
+    if epochs <= start:
+        raise Invalid(f"job {job_id}'s latest checkpoint is at epoch {start}: epochs must be more than that",
+                      loc=["body", "epochs"])
+    if epochs > settings.max_epochs:
+        raise LimitExceeded(f"epochs={epochs} is over the limit of max_epochs={settings.max_epochs}",
+                            loc=["body", "epochs"])
+    _check_concurrency(session, settings, owner_id)
+    job = Job(
+        owner_id=owner_id,
+        model_id=source.model_id,
+        dataset_id=source.dataset_id,
+        status="queued",
+        config={**config, "epochs": epochs, "continue_from": {"job_id": source.id, "epoch": int(start)}},
+        epoch=0,
+        epochs=epochs,
+        attempts=0,
+        max_attempts=settings.max_attempts,
+        cancel_requested=False,
+    )
+    return _queue(session, job, enqueue)
 
 
 def get(session: Session, owner_id: str, job_id: str) -> Job:

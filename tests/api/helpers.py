@@ -35,6 +35,7 @@ def make_job(client, auth, model_id: str, dataset_id: str, **config) -> dict[str
 def run_job_in_process(session_factory, job_id: str, worker: str = "test-worker") -> int | None:
     """What a worker does, with the service-layer functions: claim, fit, record, complete."""
     import engine
+    from workers.runner import fit_config
 
     with session_factory() as s, s.begin():
         if not training_results.claim_job(s, job_id, worker):
@@ -56,7 +57,7 @@ def run_job_in_process(session_factory, job_id: str, worker: str = "test-worker"
                 training_results.save_checkpoint(s, job_id, event.epoch, metrics, event.checkpoint(), worker=worker)
 
     net = engine.build(spec, seed=config.get("seed"))
-    history = net.fit(X, y, callbacks=[on_epoch], **config)
+    history = net.fit(X, y, callbacks=[on_epoch], **fit_config(config))   # without the service's keys
     last = {k: v for k, v in history[-1].items() if k not in ("epoch", "grad_norms", "seconds")}
     with session_factory() as s, s.begin():
         return training_results.complete_job(s, job_id, net.to_bytes(), last, history=history, worker=worker)

@@ -120,6 +120,11 @@ def test_a_cli_session(live, tmp_path):
     final = run(live, "jobs", "watch", slow, check=False)
     assert final.returncode == 1 and "cancelled" in final.stderr
 
+    # continue: the 4-epoch job above carried on to 6 by a new job, from its last epoch's checkpoint
+    carried = run(live, "jobs", "continue", new_id, "--epochs", "6").stdout
+    assert f"carrying job {new_id} on from epoch 4 to 6" in carried
+    assert "epoch 6/6" in run(live, "jobs", "watch", carried.split()[1].rstrip(":")).stderr
+
 
 def test_errors_are_messages_not_tracebacks(live, tmp_path):
     bad = tmp_path / "bad.json"

@@ -108,6 +108,14 @@ def test_round_trip(live, tmp_path):
         with np.load(out, allow_pickle=False) as z:
             assert len(z.files) > 0
 
+        # a finished job carried on by a second one: its first six epochs are the first job's
+        longer = bp.continue_job(job["id"], epochs=8)
+        assert longer["config"]["continue_from"]["job_id"] == job["id"]
+        longer = bp.wait(longer["id"], timeout=30)
+        assert longer["status"] == "succeeded" and [h["epoch"] for h in longer["history"]] == list(range(1, 9))
+        strip = [{k: v for k, v in h.items() if k != "seconds"} for h in longer["history"][:6]]
+        assert strip == [{k: v for k, v in h.items() if k != "seconds"} for h in done["history"]]
+
         # errors: problem details as ApiError
         with pytest.raises(ApiError) as err:
             bp.create_model({"input_shape": [2], "layers": [{"type": "dense", "units": 0}]})

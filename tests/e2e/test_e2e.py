@@ -116,6 +116,28 @@ def test_a_validation_dataset_scores_every_epoch_as_evaluate_does(svc):
     assert svc.client.delete(f"/v1/datasets/{held}").status_code == 204     # no job uses it any more
 
 
+def test_a_continued_job_equals_one_longer_job(svc):
+    """POST /v1/jobs/{id}/continue: 10 epochs carried on to 16 by a second job (resumed from the first one's last
+    checkpoint by a worker) give the version, the history and the validation scores of one 16-epoch job."""
+    model_id = create_model(svc)
+    first = wait_job(svc, start_job(svc, model_id, epochs=10))
+    assert first["status"] == "succeeded", (first["error"], svc.log_tail())
+    r = svc.client.post(f"/v1/jobs/{first['id']}/continue", json={"epochs": 16})
+    assert r.status_code == 202, r.text
+    continued = wait_job(svc, r.json()["id"])
+    assert continued["status"] == "succeeded", (continued["error"], svc.log_tail())
+    reference = wait_job(svc, start_job(svc, model_id, epochs=16))
+    assert continued["attempts"] == 1 and [row["epoch"] for row in continued["history"]] == list(range(1, 17))
+
+    def rows(job):
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in job["history"]]
+
+    assert rows(continued) == rows(reference)
+    assert rows(continued)[:10] == rows(first)
+    assert_same_weights(weights(svc, model_id, continued["result_version"]),
+                        weights(svc, model_id, reference["result_version"]))
+
+
 def test_killed_worker_job_is_requeued_and_resumes_bit_identical(svc):
     """kill -9 of the worker mid-training: the reconciler sees the stale heartbeat, re-queues the job,
     the next worker resumes it from its last checkpoint and the version equals an uninterrupted

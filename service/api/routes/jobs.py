@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, status
 from service.api.deps import EnqueueDep, OwnerDep, PageDep, SessionDep, SettingsDep
 from service.errors import problem_responses
 from service.schemas.common import Page
-from service.schemas.jobs import CheckpointOut, JobCreate, JobOut, JobStatus
+from service.schemas.jobs import CheckpointOut, JobContinue, JobCreate, JobOut, JobStatus
 from service.services import job_history, jobs as service
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -63,6 +63,21 @@ def get_job(job_id: str, session: SessionDep, owner: OwnerDep, history_tail: His
 def cancel_job(job_id: str, session: SessionDep, owner: OwnerDep) -> JobOut:
     job = service.cancel(session, owner, job_id)
     return JobOut.from_row(job, job_history.load(session, job.id))
+
+
+@router.post(
+    "/{job_id}/continue", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut,
+    responses=problem_responses(401, 404, 409, 422, 429),
+)
+def continue_job(
+    job_id: str, session: SessionDep, owner: OwnerDep, settings: SettingsDep, enqueue: EnqueueDep,
+    body: JobContinue | None = None,
+) -> JobOut:
+    """A new job that carries this one's fit on from its latest checkpoint: a cancelled (or lost) job finished,
+    a succeeded one trained to more epochs, bit-identical to one job of that many epochs."""
+    job = service.continue_(session, settings, owner, job_id, body.epochs if body else None, enqueue)
+    session.commit()    # as create_job does: the owner's row lock is released before the response is built
+    return JobOut.from_row(job, [])
 
 
 @router.get(
