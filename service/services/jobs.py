@@ -34,6 +34,12 @@ def _owned(session: Session, cls: type, ident: str, owner_id: str, field: str) -
     return row
 
 
+def _check_epochs(settings: Settings, epochs: int) -> None:
+    if epochs > settings.max_epochs:
+        raise LimitExceeded(f"epochs={epochs} is over the limit of max_epochs={settings.max_epochs}",
+                            loc=["body", "epochs"])
+
+
 #: Seconds a client is told to wait when it has too many jobs queued or running.
 CONCURRENCY_RETRY_AFTER_S = 5
 
@@ -89,11 +95,7 @@ def create(
         # the worker reads them from the dataset
         raw["validation_data"] = True
     config = engine_port.normalize_fit_config(raw, input_rank=len(model.input_shape))
-    epochs = int(config.get("epochs") or 0)
-    if epochs > settings.max_epochs:
-        raise LimitExceeded(
-            f"epochs={epochs} is over the limit of max_epochs={settings.max_epochs}", loc=["body", "epochs"]
-        )
+    _check_epochs(settings, int(config.get("epochs") or 0))
 
     model_width = math.prod(int(d) for d in model.input_shape)
     if model_width != dataset.n_features:
@@ -129,23 +131,17 @@ def create(
 
     _check_concurrency(session, settings, owner_id)
     checkpoint_every = body.checkpoint_every if body.checkpoint_every is not None else DEFAULT_CHECKPOINT_EVERY
-    job = Job(
-        owner_id=owner_id,
-        model_id=model.id,
-        dataset_id=dataset.id,
-        status="queued",
-        config={**config, "checkpoint_every": checkpoint_every},
-        epoch=0,
-        epochs=epochs,
-        attempts=0,
-        max_attempts=settings.max_attempts,
-        cancel_requested=False,
-    )
-    return _queue(session, job, enqueue)
+    return _queue(session, settings, owner_id, model.id, dataset.id, {**config, "checkpoint_every": checkpoint_every},
+                  enqueue)
 
 
-def _queue(session: Session, job: Job, enqueue: Callable[[str], None]) -> Job:
-    """Add the queued ``job``; its broker message goes out once the request's transaction commits."""
+def _queue(
+    session: Session, settings: Settings, owner_id: str, model_id: str, dataset_id: str, config: dict[str, Any],
+    enqueue: Callable[[str], None],
+) -> Job:
+    """Add a queued job; its broker message goes out once the request's transaction commits."""
+    job = Job(owner_id=owner_id, model_id=model_id, dataset_id=dataset_id, status="queued", config=config, epoch=0,
+              epochs=int(config["epochs"]), attempts=0, max_attempts=settings.max_attempts, cancel_requested=False)
     session.add(job)
     session.flush()
     job_id = job.id
@@ -196,23 +192,10 @@ def continue_(
     if epochs <= start:
         raise Invalid(f"job {job_id}'s latest checkpoint is at epoch {start}: epochs must be more than that",
                       loc=["body", "epochs"])
-    if epochs > settings.max_epochs:
-        raise LimitExceeded(f"epochs={epochs} is over the limit of max_epochs={settings.max_epochs}",
-                            loc=["body", "epochs"])
+    _check_epochs(settings, epochs)
     _check_concurrency(session, settings, owner_id)
-    job = Job(
-        owner_id=owner_id,
-        model_id=source.model_id,
-        dataset_id=source.dataset_id,
-        status="queued",
-        config={**config, "epochs": epochs, "continue_from": {"job_id": source.id, "epoch": int(start)}},
-        epoch=0,
-        epochs=epochs,
-        attempts=0,
-        max_attempts=settings.max_attempts,
-        cancel_requested=False,
-    )
-    return _queue(session, job, enqueue)
+    config = {**config, "epochs": epochs, "continue_from": {"job_id": source.id, "epoch": int(start)}}
+    return _queue(session, settings, owner_id, source.model_id, source.dataset_id, config, enqueue)
 
 
 def get(session: Session, owner_id: str, job_id: str) -> Job:
