@@ -13,7 +13,7 @@ from service.config import Settings
 from service.db.models import Checkpoint, Dataset, Job, Model, Owner, utcnow
 from service.errors import Conflict, Invalid, LimitExceeded, TooManyRequests
 from service.services import dataset_matching as matching
-from service.services import engine_port
+from service.services import engine_port, job_history
 from service.services.queries import get_owned, page
 from service.services.hooks import after_commit
 from service.training_data import TargetMismatch, check_targets, n_outputs_of, n_targets_of, target_shape
@@ -195,7 +195,13 @@ def continue_(
     _check_epochs(settings, epochs)
     _check_concurrency(session, settings, owner_id)
     config = {**config, "epochs": epochs, "continue_from": {"job_id": source.id, "epoch": int(start)}}
-    return _queue(session, settings, owner_id, source.model_id, source.dataset_id, config, enqueue)
+    job = _queue(session, settings, owner_id, source.model_id, source.dataset_id, config, enqueue)
+    # the epochs the checkpoint holds are the new job's first ones: its history and progress start there (as
+    # after a worker's crash, the rows past the checkpoint are the ones a run rewrites)
+    carried = [row for row in job_history.load(session, source.id) if row["epoch"] <= start]
+    last = job_history.replace_all(session, job.id, carried)
+    job.epoch = last or 0
+    return job
 
 
 def get(session: Session, owner_id: str, job_id: str) -> Job:

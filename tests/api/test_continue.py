@@ -35,6 +35,10 @@ def test_a_succeeded_job_goes_on_to_more_epochs(client, auth, session_factory, e
     assert new["status"] == "queued" and new["id"] != job_id and new["progress"]["epochs"] == 7
     assert new["config"]["continue_from"] == {"job_id": job_id, "epoch": 3} and new["config"]["epochs"] == 7
     assert new["id"] in enqueued
+    # it starts where the checkpoint is: the source's first three epochs are its own, and so is its progress
+    shown = client.get(f"/v1/jobs/{new['id']}", headers=auth).json()
+    source = client.get(f"/v1/jobs/{job_id}", headers=auth).json()
+    assert shown["history"] == source["history"] and shown["progress"]["epoch"] == 3
     # the same number of epochs is nothing to do
     r = carry_on(client, auth, job_id)
     assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "epochs"]
