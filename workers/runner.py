@@ -600,21 +600,22 @@ def classify_failure(exc: BaseException, config: dict[str, Any]) -> tuple[str, s
     return "training_error", f"{type(exc).__name__}: {exc}"
 
 
+def _fail(store: Store, claim: Claim, code: str, message: str) -> str:
+    """End the job ``failed`` with ``code`` before any training (what it needs is gone)."""
+    db_retry(lambda: store.finish(claim, "failed", {"code": code, "message": message}),
+             what=f"fail {claim.job_id}")
+    return "failed"
+
+
 def _train(store: Store, claim: Claim, monitor: Monitor) -> str:
     import engine
 
     job_id = claim.job_id
     if claim.dataset_id is None:
-        db_retry(lambda: store.finish(claim, "failed", {
-            "code": "dataset_deleted", "message": "The job's dataset was deleted."}),
-            what=f"fail {job_id}")
-        return "failed"
+        return _fail(store, claim, "dataset_deleted", "The job's dataset was deleted.")
     loaded = db_retry(lambda: store.load_dataset(claim.dataset_id), what=f"load dataset {job_id}")
     if loaded is None:
-        db_retry(lambda: store.finish(claim, "failed", {
-            "code": "dataset_deleted", "message": "The job's dataset was deleted."}),
-            what=f"fail {job_id}")
-        return "failed"
+        return _fail(store, claim, "dataset_deleted", "The job's dataset was deleted.")
     ds, blob = loaded
     X, y = training_arrays(ds, blob, claim)
     del blob
@@ -624,10 +625,7 @@ def _train(store: Store, claim: Claim, monitor: Monitor) -> str:
         loaded = db_retry(lambda: store.load_dataset(config["validation_dataset_id"]),
                           what=f"load validation dataset {job_id}")
         if loaded is None:
-            db_retry(lambda: store.finish(claim, "failed", {
-                "code": "dataset_deleted", "message": "The job's validation dataset was deleted."}),
-                what=f"fail {job_id}")
-            return "failed"
+            return _fail(store, claim, "dataset_deleted", "The job's validation dataset was deleted.")
         validation["validation_data"] = validation_arrays(ds, *loaded, claim)
 
     every = int(config.get("checkpoint_every") or 0)
@@ -700,11 +698,8 @@ def _train(store: Store, claim: Claim, monitor: Monitor) -> str:
         resume_from = db_retry(lambda: store.checkpoint(source["job_id"], source["epoch"]),
                                what=f"source checkpoint {job_id}")
         if resume_from is None:
-            db_retry(lambda: store.finish(claim, "failed", {
-                "code": "checkpoint_missing",
-                "message": f"The checkpoint of job {source['job_id']} at epoch {source['epoch']} is gone."}),
-                what=f"fail {job_id}")
-            return "failed"
+            return _fail(store, claim, "checkpoint_missing",
+                         f"The checkpoint of job {source['job_id']} at epoch {source['epoch']} is gone.")
         carry_on["epochs"] = claim.epochs
     try:
         if resume_from is not None:

@@ -153,6 +153,22 @@ def test_diverged_fails_with_advice(sf, settings, make_job, fake_engine):
     assert "epoch 3" in msg and "learning rate" in msg and "clipnorm" in msg and "10" in msg
 
 
+@pytest.mark.parametrize("config,code,needle", [
+    ({"validation_dataset_id": "gone"}, "dataset_deleted", "validation dataset"),
+    ({"continue_from": {"job_id": "gone", "epoch": 3}}, "checkpoint_missing", "job gone at epoch 3"),
+], ids=["validation-dataset", "source-checkpoint"])
+def test_what_a_job_needs_gone_before_it_starts_fails_it_saying_what(sf, settings, make_job, fake_engine, config,
+                                                                     code, needle):
+    job_id = make_job(**config)
+    assert run_job(job_id, settings=settings, session_factory=sf) == "failed"
+    job = job_row(sf, job_id)
+    assert job.error["code"] == code and needle in job.error["message"] and FakeModel.calls == []
+    with sf() as s, s.begin():          # the training dataset itself
+        s.execute(update(Job).where(Job.id == job_id).values(status="queued", dataset_id=None, error=None))
+    assert run_job(job_id, settings=settings, session_factory=sf) == "failed"
+    assert job_row(sf, job_id).error == {"code": "dataset_deleted", "message": "The job's dataset was deleted."}
+
+
 def test_unexpected_error_fails_the_job(sf, settings, make_job, fake_engine, monkeypatch):
     job_id = make_job()
     monkeypatch.setattr(fake_engine, "build", lambda spec, seed=None: 1 / 0)
