@@ -80,7 +80,7 @@ def _array_rows(rows: np.ndarray, shape: tuple[int, ...], width: int) -> np.ndar
 
 def to_matrix(inputs: Rows, feature_names: list[str], width: int, shape: tuple[int, ...] = ()) -> np.ndarray:
     """Rows (lists in feature order, objects by feature name, or an array of rows whose each row is ``width``
-    values or ``shape``) -> float64 (n, width); 422 naming the row."""
+    values or ``shape``) -> (n, width), float64 (a float32 array stays float32); 422 naming the row."""
     if isinstance(inputs, np.ndarray):
         return _array_rows(inputs, shape, width)
     if not inputs:
