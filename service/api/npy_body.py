@@ -9,7 +9,6 @@ is allocated. The result is a read-only view of the request body; its rows are c
 from __future__ import annotations
 
 import io
-from email.message import Message
 from typing import Any
 
 import numpy as np
@@ -22,11 +21,8 @@ LOC = ["body"]
 
 
 def is_npy(content_type: str | None) -> bool:
-    if not content_type:
-        return False
-    message = Message()
-    message["content-type"] = content_type
-    return message.get_content_type() == NPY_MEDIA_TYPE
+    """Asked on every predict request, so by string (0.1 us) rather than an email.message parse (1 us)."""
+    return bool(content_type) and content_type.split(";", 1)[0].strip().lower() == NPY_MEDIA_TYPE
 
 
 def read_npy(raw: bytes, max_rows: int) -> np.ndarray:

@@ -184,3 +184,10 @@ def test_openapi_documents_the_npy_body_and_the_version_query(client):
     assert set(content) == {"application/json", NPY}
     assert content[NPY]["schema"]["format"] == "binary"
     assert any(p["name"] == "version" and p["in"] == "query" for p in op["parameters"])
+
+
+def test_the_media_type_is_read_without_case_or_parameters(client, trained):
+    auth, model_id = trained
+    r = client.post(f"/v1/models/{model_id}/predict", content=npy(ROWS4),
+                    headers={**auth, "content-type": "Application/X-NPY; charset=binary"})
+    assert r.status_code == 200, r.text
