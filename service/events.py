@@ -77,6 +77,7 @@ class EventHub:
         self.polls = 0
         self.queries = 0
         self.initial_reads = 0
+        self.keepalives = 0          # keep-alive comments sent, all streams together
         self.max_watchers_per_poll = 0
 
     # ------------------------------------------------------------------------------------------------
@@ -196,6 +197,7 @@ class EventHub:
                 try:
                     snap = await sub.wait(keepalive_s)
                 except (asyncio.TimeoutError, TimeoutError):
+                    self.keepalives += 1
                     yield ": keep-alive\n\n"
         finally:
             self.unsubscribe(sub)

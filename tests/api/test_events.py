@@ -170,7 +170,12 @@ def test_two_watchers_share_one_poll_and_idle_streams_keep_alive(client, app, au
     started = time.monotonic()
     for w in watchers:
         w.start()
-    time.sleep(0.6)  # both are connected and idle (queued): keep-alive comments every 0.2 s
+    # both are connected and idle (queued): a keep-alive comment every 0.2 s each. Waited for, not slept on: a
+    # loaded host once sent none in a fixed 0.6 s
+    deadline = time.monotonic() + 15
+    keepalives_before = hub.keepalives
+    while hub.keepalives < keepalives_before + 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert hub.watchers == 2
     _manual_run(session_factory, job["id"], 3)
     for w in watchers:
