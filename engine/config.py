@@ -188,6 +188,10 @@ def normalize_fit_config(config: dict, input_rank: int | None = None) -> dict:
             raise ConfigError(f"{key}.monitor", f"monitors {cb['monitor']} but the fit has no validation data: "
                                                 "set validation_split or monitor loss")
         out[key] = cb
+    if out["reduce_lr_on_plateau"] is not None and isinstance(out["optimizer"]["learning_rate"], dict):
+        # Keras refuses it too: the plateau callback would overwrite the rate the schedule gives each step
+        raise ConfigError("reduce_lr_on_plateau", "cannot be combined with a learning-rate schedule "
+                                                  "(optimizer.learning_rate); use one or the other")
     out["augmentation"] = augmentation.normalize(config.get("augmentation"), input_rank)
     out["standardize"] = _bool(config.get("standardize", True), "standardize")
     for key in SERVICE_KEYS:

@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from . import schedules
 from .errors import ConfigError
 
 __all__ = ["OPTIMIZERS", "Optimizer", "SGD", "RMSprop", "Adam", "AdamW", "Adadelta", "Adagrad", "Nadam", "get"]
@@ -82,9 +83,14 @@ class Optimizer:
     SCALAR_STATE: ClassVar[tuple[str, ...]] = ()   # float attributes that are state (saved as 0-d float64)
     CHUNK_BYTES: ClassVar[int] = 1 << 17      # per buffer: ~6 chunks of this size fit a 1 MiB L2 cache
 
-    def __init__(self, learning_rate: float, *, weight_decay: float | None = None, clipnorm: float | None = None,
-                 clipvalue: float | None = None, global_clipnorm: float | None = None):
-        self.learning_rate = _positive(learning_rate, "learning_rate")
+    def __init__(self, learning_rate: float | dict | schedules.Schedule, *, weight_decay: float | None = None,
+                 clipnorm: float | None = None, clipvalue: float | None = None,
+                 global_clipnorm: float | None = None):
+        # a schedule (engine/schedules.py) gives each step's rate from the step count alone
+        self.schedule = schedules.get(learning_rate) if schedules.is_schedule_config(learning_rate) else None
+        self._learning_rate = 0.0
+        if self.schedule is None:
+            self.learning_rate = _positive(learning_rate, "learning_rate")
         self.weight_decay = None if weight_decay is None else _number(weight_decay, "weight_decay", lo=0.0)
         self.clipnorm = None if clipnorm is None else _positive(clipnorm, "clipnorm")
         self.clipvalue = None if clipvalue is None else _positive(clipvalue, "clipvalue")
@@ -97,13 +103,18 @@ class Optimizer:
         self._size: int | None = None          # set by build
         self._pending: dict[str, np.ndarray] | None = None   # a state loaded before build
 
-    # -- learning rate: mutable at any time (reduce-on-plateau assigns it) --
+    # -- learning rate: mutable at any time (reduce-on-plateau assigns it), unless a schedule sets it --
     @property
     def learning_rate(self) -> float:
+        """The rate the next step will use."""
+        if self.schedule is not None:
+            return self.schedule(self.iterations)
         return self._learning_rate
 
     @learning_rate.setter
     def learning_rate(self, value: float) -> None:
+        if self.schedule is not None:
+            raise ValueError(f"the learning rate follows a {self.schedule.name} schedule and cannot be set")
         value = float(value)
         if not (math.isfinite(value) and value >= 0.0):
             raise ValueError(f"learning_rate must be a finite number >= 0, got {value!r}")
@@ -112,7 +123,8 @@ class Optimizer:
     # -- config --
     def get_config(self) -> dict:
         """``type``, the learning rate (its current value), the rule's hyperparameters, weight decay and clipping."""
-        config: dict[str, Any] = {"type": self.name, "learning_rate": self.learning_rate}
+        rate = self.schedule.get_config() if self.schedule is not None else self.learning_rate
+        config: dict[str, Any] = {"type": self.name, "learning_rate": rate}
         config.update((key, getattr(self, key)) for key in self.RULE_KEYS)
         config["weight_decay"] = self.weight_decay
         config.update((key, getattr(self, key)) for key in _CLIP_KEYS)
@@ -180,7 +192,7 @@ class Optimizer:
         if self._views_for is None or self._views_for[0] is not params or self._views_for[1] is not grads:
             self._cut_views(params, grads)
         t = self.iterations + 1
-        lr = self._learning_rate
+        lr = self.learning_rate
         dt = self._dtype.type
         # clipping (Keras: before weight decay and the update); elementwise parts run chunk by chunk below
         clip_lo = clip_hi = scale = None
@@ -244,7 +256,7 @@ class Optimizer:
             raise RuntimeError("build the optimizer before state")
         out = {name: arr.copy() for name, arr in self._state.items()}
         out["iterations"] = np.array(self.iterations, dtype=np.int64)
-        out["learning_rate"] = np.array(self._learning_rate, dtype=np.float64)
+        out["learning_rate"] = np.array(self.learning_rate, dtype=np.float64)
         for name in self.SCALAR_STATE:
             out[name] = np.array(getattr(self, name), dtype=np.float64)
         return out
@@ -269,7 +281,8 @@ class Optimizer:
         if iterations.shape != () or iterations.dtype.kind not in "iu" or int(iterations) < 0:
             raise ValueError("state 'iterations' must be a non-negative integer scalar")
         self.iterations = int(iterations)
-        self.learning_rate = float(np.asarray(state["learning_rate"]))
+        if self.schedule is None:    # a schedule's rate follows from iterations
+            self.learning_rate = float(np.asarray(state["learning_rate"]))
         for name in self.SCALAR_STATE:
             setattr(self, name, float(np.asarray(state[name])))
 

@@ -17,6 +17,7 @@ from service.services import training_results
 from tests.api.helpers import make_dataset, make_job, make_model, run_job_in_process
 
 EPOCHS = 30
+COSINE = {"type": "cosine_decay", "initial_learning_rate": 0.01, "decay_steps": 400, "alpha": 0.1}
 SPEC = {"input_shape": [2], "layers": [{"type": "dense", "units": 16, "activation": "relu"},
                                        {"type": "dense", "units": 16, "activation": "tanh"},
                                        {"type": "dense", "units": 3, "activation": "softmax"}]}
@@ -42,7 +43,8 @@ def world(live) -> dict[str, Any]:
         dataset = make_dataset(client, auth, blobs_csv(), target="species", name="iris-ish blobs")
         model = make_model(client, auth, SPEC, name="blob classifier")
         job = make_job(client, auth, model["id"], dataset["id"], epochs=EPOCHS, validation_split=0.2,
-                       metrics=["accuracy"], optimizer={"type": "adam", "learning_rate": 0.01}, batch_size=16)
+                       metrics=["accuracy"], batch_size=16,
+                       optimizer={"type": "adam", "learning_rate": COSINE})
         assert run_job_in_process(live.session_factory, job["id"]) == 1
         finished = client.get(f"/v1/jobs/{job['id']}", headers=auth).json()
         # Two more for the jobs list: one that diverged, one still queued (nothing consumes the queue here).
@@ -154,6 +156,11 @@ def test_finished_job_shows_its_curves(browser, live, world, screenshot_dir) -> 
     labels = browser.execute_script("return window.__dashboard.charts.grads.plot.series.slice(1).map(s => s.label)")
     assert labels == ["dense", "dense_1", "dense_2"]
     assert browser.execute_script("return window.__dashboard.charts.grads.plot.scales.y.distr") == 3  # log scale
+    # the learning rate follows its cosine schedule, and the job's details name it
+    rates = browser.execute_script("return window.__dashboard.charts.lr.plot.data[1]")
+    assert rates == pytest.approx([r["learning_rate"] for r in job["history"]]) and rates[0] > rates[-1]
+    meta = browser.execute_script("return document.getElementById('job-meta').textContent")
+    assert "adam (lr cosine_decay from 0.01)" in meta
 
     view = browser.execute_script(
         "const v = document.getElementById('job-view'); return [v.hidden, v.dataset.status, "

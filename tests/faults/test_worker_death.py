@@ -23,8 +23,11 @@ from procs import (assert_same_weights, checkpoint_epochs, create_model, get_job
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
-#: Long enough to kill ten times (epochs of about 0.2 s, a checkpoint every one or two).
-KILL_FIT = {"epochs": 24, "batch_size": 1}
+#: Long enough to kill ten times (epochs of about 0.2 s, a checkpoint every one or two). The learning rate
+#: follows a schedule of the step count, restarting within epochs, which a resume must pick up exactly.
+KILL_FIT = {"epochs": 24, "batch_size": 1,
+            "optimizer": {"type": "adam", "learning_rate": {"type": "cosine_decay_restarts",
+                                                            "initial_learning_rate": 0.003, "first_decay_steps": 50}}}
 
 _reference: dict[str, tuple[str, dict]] = {}
 
@@ -43,6 +46,7 @@ def assert_resumed_identically(svc, model_id: str, job: dict, attempts: int) -> 
     assert job["status"] == "succeeded", (job["error"], svc.log_tail())
     assert job["attempts"] == attempts
     assert [r["epoch"] for r in job["history"]] == list(range(1, KILL_FIT["epochs"] + 1))
+    assert len({r["learning_rate"] for r in job["history"]}) > 10      # the schedule moved the rate
     versions = svc.client.get(f"/v1/models/{model_id}/versions").json()
     assert [v["job_id"] for v in versions["items"]].count(job["id"]) == 1
     assert_same_weights(reference(svc)[1], weights(svc, model_id, job["result_version"]))

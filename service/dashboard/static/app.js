@@ -299,6 +299,13 @@ function stat(k, v) {
   return h("div", { class: "stat" }, h("div", { class: "k" }, k), h("div", { class: "v" }, v));
 }
 
+// A learning rate is a number, or a schedule object: show the schedule's type and where it starts.
+function rateText(rate) {
+  if (rate === null || typeof rate !== "object") return String(rate);
+  const start = rate.initial_learning_rate ?? (rate.values ? rate.values[0] : undefined);
+  return start === undefined ? rate.type : `${rate.type} from ${start}`;
+}
+
 function renderJob(job) {
   $("placeholder").hidden = true;
   $("model-view").hidden = true;
@@ -335,7 +342,7 @@ function renderJob(job) {
   const opt = cfg.optimizer || {};
   const meta = [
     ["Loss", cfg.loss],
-    ["Optimizer", opt.type ? `${opt.type} (lr ${opt.learning_rate})` : "–"],
+    ["Optimizer", opt.type ? `${opt.type} (lr ${rateText(opt.learning_rate)})` : "–"],
     ["Batch size", cfg.batch_size],
     ["Validation split", cfg.validation_split],
     ["Seed", cfg.seed ?? "–"],
