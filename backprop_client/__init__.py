@@ -18,6 +18,8 @@ from backprop_client.types import (
     Prediction,
     Progress,
     StatusData,
+    Sweep,
+    SweepTrial,
     Version,
 )
 
@@ -36,6 +38,8 @@ __all__ = [
     "Prediction",
     "Progress",
     "StatusData",
+    "Sweep",
+    "SweepTrial",
     "Version",
     "parse_sse",
 ]

@@ -7,8 +7,10 @@
     backprop models create SPEC.json [--name N]
     backprop models list | show ID
     backprop train --model ID --dataset ID [--loss L] [--optimizer adam] [--lr X] [--epochs N]
-                   [--batch-size N] [--config JOB.json] [--no-wait]
+                   [--batch-size N] [--class-weight balanced|JSON] [--config JOB.json] [--no-wait]
     backprop jobs [--status S] | jobs show ID | jobs watch ID | jobs cancel ID
+    backprop sweep --model ID --dataset ID --grid JSON [train's options] [--objective O] [--wait]
+    backprop sweeps list [--model ID] | sweeps show ID | sweeps cancel ID | sweeps delete ID
     backprop predict MODEL_ID (--input ROWS.json | --csv FILE | --npy ROWS.npy)
     backprop evaluate MODEL_ID --dataset DATASET_ID [--version N] [--metric M ...]
     backprop export MODEL_ID --format npz|keras|onnx -o FILE
@@ -38,7 +40,7 @@ import httpx
 from backprop_client.client import ApiError, Client
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-COMMANDS = ("datasets", "models", "train", "jobs", "predict", "evaluate", "export")
+COMMANDS = ("datasets", "models", "train", "jobs", "sweep", "sweeps", "predict", "evaluate", "export")
 #: History keys that are not shown as metrics on the progress line.
 _NOT_METRICS = ("epoch", "grad_norms", "seconds", "learning_rate")
 
@@ -244,8 +246,16 @@ def _load_json(path: str, what: str) -> Any:
         raise CliError(f"{path} is not valid JSON: {exc}") from None
 
 
+def _versions_text(m: dict[str, Any]) -> str:
+    """'3', or '3, serving 2' when a version is pinned; '-' when nothing is trained."""
+    latest, pinned = m.get("latest_version"), m.get("serving_version")
+    if latest is None:
+        return "-"
+    return f"{latest}, serving {pinned}" if pinned is not None else str(latest)
+
+
 def _print_model(m: dict[str, Any]) -> None:
-    print(f"{m['id']}  {m['name']}  input {m['input_shape']}  latest version {m.get('latest_version') or '-'}")
+    print(f"{m['id']}  {m['name']}  input {m['input_shape']}  latest version {_versions_text(m)}")
     summary = m.get("summary") or {}
     table([(l["name"], l["type"], l["output_shape"], l["params"]) for l in summary.get("layers", [])],
           ("LAYER", "TYPE", "OUTPUT", "PARAMS"))
@@ -262,13 +272,19 @@ def cmd_models(args: argparse.Namespace) -> int:
             m = bp.create_model(spec, name=name)
         elif args.models_command == "show":
             m = bp.get_model(args.id)
+        elif args.models_command == "serve":
+            if (args.version is None) == (not args.latest):
+                raise CliError("give a VERSION to pin, or --latest to serve the latest version")
+            m = bp.set_serving_version(args.id, args.version)
+        elif args.models_command == "rename":
+            m = bp.rename_model(args.id, args.name)
         else:
             page = bp.list_models(limit=args.limit)
             if _json(args):
                 _print_json(page)
             else:
                 table([(m["id"], m["name"], m["input_shape"], m["summary"]["total_params"],
-                        m.get("latest_version") or "-", _when(m["created_at"])) for m in page["items"]],
+                        _versions_text(m), _when(m["created_at"])) for m in page["items"]],
                       ("ID", "NAME", "INPUT", "PARAMS", "VERSION", "CREATED"))
             return 0
         if _json(args):
@@ -276,6 +292,20 @@ def cmd_models(args: argparse.Namespace) -> int:
         else:
             _print_model(dict(m))
         return 0
+
+
+def _class_weight(text: str) -> str | dict[str, Any]:
+    """--class-weight: "balanced", or a JSON object of the dataset's labels and their weights."""
+    if text == "balanced":
+        return text
+    try:
+        weights = json.loads(text)
+    except ValueError:
+        weights = None
+    if not isinstance(weights, dict):
+        raise CliError(f"--class-weight takes balanced or a JSON object of label: weight, e.g. "
+                       f"'{{\"yes\": 5}}'; got {text!r}")
+    return weights
 
 
 def job_body(args: argparse.Namespace) -> dict[str, Any]:
@@ -293,6 +323,8 @@ def job_body(args: argparse.Namespace) -> dict[str, Any]:
         body["batch_size"] = "full" if args.batch_size == "full" else int(args.batch_size)
     if args.metric:
         body["metrics"] = list(args.metric)
+    if args.class_weight is not None:
+        body["class_weight"] = _class_weight(args.class_weight)
     if args.optimizer is not None or args.lr is not None:
         opt = body.get("optimizer")
         opt = dict(opt) if isinstance(opt, dict) else ({"type": opt} if isinstance(opt, str) else {})
@@ -427,6 +459,117 @@ def _print_job(job: dict[str, Any]) -> None:
         rows = history if len(history) <= 10 else history[:3] + history[-7:]
         table([[r.get("epoch")] + [_fmt(r.get(k, "")) for k in keys] for r in rows],
               ["EPOCH"] + [k.upper() for k in keys])
+
+
+def sweep_body(args: argparse.Namespace) -> dict[str, Any]:
+    """POST /v1/sweeps's body from the sweep command's options: the train options make the base config."""
+    try:
+        grid = json.loads(args.grid)
+    except ValueError:
+        grid = None
+    if not isinstance(grid, dict) or not all(isinstance(v, list) for v in grid.values()):
+        raise CliError(f"--grid takes a JSON object of paths and lists of values, e.g. "
+                       f"'{{\"optimizer.learning_rate\": [0.001, 0.01]}}'; got {args.grid!r}")
+    config = job_body(args)
+    if "optimizer" not in config and "optimizer" not in grid and any(k.startswith("optimizer.") for k in grid):
+        config["optimizer"] = "adam"        # as train's --lr without --optimizer: a rate needs an optimizer to tune
+    body: dict[str, Any] = {"model_id": config.pop("model_id"), "dataset_id": config.pop("dataset_id"),
+                            "config": config, "grid": grid}
+    for key in ("objective", "mode", "name"):
+        if getattr(args, key) is not None:
+            body[key] = getattr(args, key)
+    return body
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    return "  ".join(f"{path}={json.dumps(value)}" for path, value in params.items())
+
+
+def _print_sweep(sweep: dict[str, Any]) -> None:
+    """The sweep's header, then one line per trial (its values, status and objective), the best one marked."""
+    trials = sweep.get("trials") or []
+    ended = sum(t["status"] not in ("queued", "running") for t in trials)
+    print(f"sweep    {sweep['id']}  {sweep['name']}")
+    print(f"status   {sweep['status']} ({ended}/{len(trials)} trials ended)")
+    print(f"model    {sweep['model_id']}   dataset {sweep['dataset_id']}")
+    print(f"ranking  {sweep['objective']} ({'lower' if sweep['mode'] == 'min' else 'higher'} is better)")
+    best = (sweep.get("best") or {}).get("job_id")
+    table([("*" if t["job_id"] == best else "", i + 1, _params_text(t["params"]), t["status"], t["epochs_done"],
+            "-" if t["objective"] is None else _fmt(t["objective"]), t["job_id"]) for i, t in enumerate(trials)],
+          ("BEST", "TRIAL", "PARAMS", "STATUS", "EPOCHS", sweep["objective"].upper(), "JOB"))
+    if sweep.get("best"):
+        print(f"best: trial {[t['job_id'] for t in trials].index(best) + 1}, {_params_text(sweep['best']['params'])}"
+              f", {sweep['objective']} {_fmt(sweep['best']['objective'])}: model {sweep['model_id']} version "
+              f"{sweep['best']['result_version']}")
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    body = sweep_body(args)
+    with connect(args) as bp:
+        sweep = dict(bp.create_sweep(body.pop("model_id"), body.pop("dataset_id"), body.pop("grid"),
+                                     **{k: body.pop(k) for k in ("objective", "mode", "name") if k in body},
+                                     **body.pop("config")))
+        if not args.wait:
+            if _json(args):
+                _print_json(sweep)
+            else:
+                print(f"{sweep['id']}  {len(sweep['trials'])} trials queued, ranked by {sweep['objective']}")
+            return 0
+        print(f"sweep {sweep['id']}: {len(sweep['trials'])} trials queued, ranked by {sweep['objective']}",
+              file=sys.stderr)
+        try:
+            sweep = _follow_sweep(bp, sweep)
+        except KeyboardInterrupt:
+            print(f"\nstopped watching; the trials go on (backprop sweeps cancel {sweep['id']} stops them)",
+                  file=sys.stderr)
+            return 130
+    if _json(args):
+        _print_json(sweep)
+    else:
+        _print_sweep(sweep)
+    return 0 if sweep["status"] == "succeeded" else 1
+
+
+def _follow_sweep(bp: Client, sweep: dict[str, Any], poll_s: float = 1.0) -> dict[str, Any]:
+    """Poll until the sweep ends, printing a line on stderr whenever a trial's status changes."""
+    seen = [t["status"] for t in sweep["trials"]]
+    while sweep["status"] == "running":
+        time.sleep(poll_s)
+        sweep = dict(bp.get_sweep(sweep["id"]))
+        now = [t["status"] for t in sweep["trials"]]
+        if now != seen:
+            seen = now
+            counts = {s: now.count(s) for s in ("succeeded", "running", "queued", "failed", "cancelled") if s in now}
+            best = sweep.get("best")
+            print(f"sweep {sweep['id']}: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+                  + (f"; best so far {sweep['objective']} {_fmt(best['objective'])}" if best else ""),
+                  file=sys.stderr)
+    return sweep
+
+
+def cmd_sweeps(args: argparse.Namespace) -> int:
+    with connect(args) as bp:
+        sub = args.sweeps_command
+        if sub == "list":
+            page = bp.list_sweeps(model_id=args.model, limit=args.limit)
+            if _json(args):
+                _print_json(page)
+            else:
+                table([(s["id"], s["name"], s["status"], len(s["trials"]), s["objective"],
+                        "-" if not s["best"] else _fmt(s["best"]["objective"]), s["model_id"], _when(s["created_at"]))
+                       for s in page["items"]], ("ID", "NAME", "STATUS", "TRIALS", "OBJECTIVE", "BEST", "MODEL",
+                                                 "CREATED"))
+            return 0
+        if sub == "delete":
+            bp.delete_sweep(args.id)
+            print(f"sweep {args.id}: deleted (its jobs and versions stay)")
+            return 0
+        sweep = dict(bp.cancel_sweep(args.id) if sub == "cancel" else bp.get_sweep(args.id))
+    if _json(args):
+        _print_json(sweep)
+    else:
+        _print_sweep(sweep)
+    return 0
 
 
 def _read_rows(args: argparse.Namespace) -> list[Any]:
@@ -566,6 +709,26 @@ def _add_list_and_show(sub: Any, conn: argparse.ArgumentParser, things: str, sho
     show.add_argument("id")
 
 
+def _add_fit_options(p: argparse.ArgumentParser) -> None:
+    """The model, the dataset and the fit configuration (what :func:`job_body` reads): ``train``'s options, and
+    ``sweep``'s for the base config of its trials."""
+    p.add_argument("--model", help="model id")
+    p.add_argument("--dataset", help="dataset id")
+    p.add_argument("--loss", help="e.g. categorical_crossentropy, mean_squared_error")
+    p.add_argument("--optimizer", help="sgd, rmsprop, adam, adamw, adagrad, adadelta, nadam")
+    p.add_argument("--lr", type=float, help="learning rate")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", help="an integer, or 'full'")
+    p.add_argument("--validation-split", type=float)
+    p.add_argument("--validation-dataset", dest="validation_dataset_id", metavar="DATASET_ID",
+                   help="validate on a held-out dataset instead of a split")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--metric", action="append", help="a metric to track (repeatable), e.g. accuracy")
+    p.add_argument("--class-weight", metavar="WEIGHTS",
+                   help='balanced, or a JSON object of the dataset\'s labels and weights, e.g. \'{"yes": 5}\'')
+    p.add_argument("--config", metavar="JOB.json", help="the job's JSON (options on the command line win)")
+
+
 def add_client_commands(subparsers: Any) -> None:
     """Register the user commands on ``subparsers`` (``parser.add_subparsers()``); each sets ``func``."""
     conn = _conn_parent()
@@ -593,22 +756,18 @@ def add_client_commands(subparsers: Any) -> None:
     mc.add_argument("spec", metavar="SPEC.json")
     mc.add_argument("--name", help="default: the spec's name, else the file name")
     _add_list_and_show(msub, conn, "models", "a model's layers and parameters")
+    serve = msub.add_parser("serve", parents=[conn],
+                            help="pin the version that predict, evaluate and export use when they name none")
+    serve.add_argument("id")
+    serve.add_argument("version", type=int, nargs="?", help="the version to pin")
+    serve.add_argument("--latest", action="store_true", help="unpin: the latest version serves, as it did")
+    rename = msub.add_parser("rename", parents=[conn], help="rename a model")
+    rename.add_argument("id")
+    rename.add_argument("name")
     ms.set_defaults(func=_guard(cmd_models))
 
     tr = subparsers.add_parser("train", parents=[conn], help="train a model on a dataset, with live progress")
-    tr.add_argument("--model", help="model id")
-    tr.add_argument("--dataset", help="dataset id")
-    tr.add_argument("--loss", help="e.g. categorical_crossentropy, mean_squared_error")
-    tr.add_argument("--optimizer", help="sgd, rmsprop, adam, adamw, adagrad, adadelta, nadam")
-    tr.add_argument("--lr", type=float, help="learning rate")
-    tr.add_argument("--epochs", type=int)
-    tr.add_argument("--batch-size", help="an integer, or 'full'")
-    tr.add_argument("--validation-split", type=float)
-    tr.add_argument("--validation-dataset", dest="validation_dataset_id", metavar="DATASET_ID",
-                    help="validate on a held-out dataset instead of a split")
-    tr.add_argument("--seed", type=int)
-    tr.add_argument("--metric", action="append", help="a metric to track (repeatable), e.g. accuracy")
-    tr.add_argument("--config", metavar="JOB.json", help="the job's JSON (options on the command line win)")
+    _add_fit_options(tr)
     tr.add_argument("--no-wait", action="store_true", help="print the job id and return")
     tr.set_defaults(func=_guard(cmd_train))
 
@@ -625,6 +784,31 @@ def add_client_commands(subparsers: Any) -> None:
         if name == "continue":
             p.add_argument("--epochs", type=int, help="epochs of the whole fit (default: the job's own)")
     jb.set_defaults(func=_guard(cmd_jobs))
+
+    sw = subparsers.add_parser("sweep", parents=[conn],
+                               help="try a grid of hyperparameters: one training job per combination")
+    _add_fit_options(sw)
+    sw.add_argument("--grid", required=True, metavar="JSON",
+                    help='dotted job-config paths and their values, e.g. \'{"optimizer.learning_rate": [0.001, 0.01], '
+                         '"batch_size": [16, 64]}\'; optimizer.* paths with no --optimizer tune adam')
+    sw.add_argument("--objective", help="what ranks the trials, e.g. val_accuracy (default: val_loss with "
+                                        "validation data, else loss)")
+    sw.add_argument("--mode", choices=("auto", "min", "max"), help="lower or higher is better (default: auto)")
+    sw.add_argument("--name", help="default: the grid's keys")
+    sw.add_argument("--wait", action="store_true", help="follow the trials until the sweep ends, then show it")
+    sw.set_defaults(func=_guard(cmd_sweep))
+
+    sws = subparsers.add_parser("sweeps", help="list, show, cancel and delete hyperparameter sweeps")
+    swsub = sws.add_subparsers(dest="sweeps_command", required=True)
+    swl = swsub.add_parser("list", parents=[conn], help="list sweeps")
+    swl.add_argument("--model", help="only this model's sweeps")
+    swl.add_argument("--limit", type=int, default=50)
+    for name, text in (("show", "a sweep's trials, their objectives and the best"),
+                       ("cancel", "cancel every unfinished trial"),
+                       ("delete", "delete a sweep (its jobs and versions stay)")):
+        p = swsub.add_parser(name, parents=[conn], help=text)
+        p.add_argument("id")
+    sws.set_defaults(func=_guard(cmd_sweeps))
 
     pr = subparsers.add_parser("predict", parents=[conn], help="predict with a trained model")
     pr.add_argument("model_id")

@@ -21,6 +21,7 @@ from backprop_client.types import (
     Model,
     Page,
     Prediction,
+    Sweep,
     Version,
 )
 
@@ -59,6 +60,13 @@ def _savez(features: Any, targets: Any, feature_names: Sequence[str] | None,
     buf = io.BytesIO()
     numpy.savez(buf, **arrays)
     return buf.getvalue()
+
+
+def _class_weight_json(class_weight: str | Mapping[Any, float]) -> str | dict[str, float]:
+    """A job's class_weight as JSON takes it: object keys are strings; NumPy numbers become plain floats."""
+    if isinstance(class_weight, str):
+        return class_weight
+    return {str(label): float(weight) for label, weight in class_weight.items()}
 
 
 class ApiError(Exception):
@@ -300,6 +308,14 @@ class Client:
     def delete_model(self, model_id: str) -> None:
         self._request("DELETE", f"/v1/models/{model_id}")
 
+    def rename_model(self, model_id: str, name: str) -> Model:
+        return cast(Model, self._json("PATCH", f"/v1/models/{model_id}", json={"name": name}))
+
+    def set_serving_version(self, model_id: str, version: int | None) -> Model:
+        """Pin the version that predict, evaluate and export use when they name none; None unpins (the latest
+        version serves). Later jobs' versions do not move a pin."""
+        return cast(Model, self._json("PATCH", f"/v1/models/{model_id}", json={"serving_version": version}))
+
     def list_versions(self, model_id: str, *, limit: int = 50, offset: int = 0) -> Page[Version]:
         return cast(
             Page[Version], self._json("GET", f"/v1/models/{model_id}/versions", params=self._page(limit, offset))
@@ -308,12 +324,19 @@ class Client:
     # -- jobs ----------------------------------------------------------------------------------------
 
     def create_job(
-        self, model_id: str, dataset_id: str, config: Mapping[str, Any] | None = None, **options: Any
+        self, model_id: str, dataset_id: str, config: Mapping[str, Any] | None = None, *,
+        class_weight: str | Mapping[Any, float] | None = None, **options: Any
     ) -> Job:
         """Queue a training job. ``config`` and ``options`` are the fit configuration (``loss``,
         ``optimizer``, ``epochs``, ``batch_size``, ``validation_split``, ``seed``, ``metrics``...);
-        ``options`` win."""
+        ``options`` win.
+
+        ``class_weight``: Keras's, ``{label: weight}`` with the dataset's own labels (``{"no": 1, "yes": 5}``; a
+        class left out weighs 1), or ``"balanced"``. Labels that are not strings are sent as ``str(label)``, which
+        the server matches by value (1 and 1.0 are the class 1)."""
         body = {**(dict(config) if config else {}), **options, "model_id": model_id, "dataset_id": dataset_id}
+        if class_weight is not None:
+            body["class_weight"] = _class_weight_json(class_weight)
         return cast(Job, self._json("POST", "/v1/jobs", json=body))
 
     def get_job(self, job_id: str, *, history_tail: int | None = None) -> Job:
@@ -431,6 +454,57 @@ class Client:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} did not finish within {timeout} s")
             time.sleep(poll_s)
+
+    # -- sweeps --------------------------------------------------------------------------------------
+
+    def create_sweep(
+        self, model_id: str, dataset_id: str, grid: Mapping[str, Sequence[Any]], *, objective: str | None = None,
+        mode: str | None = None, name: str | None = None, **config: Any,
+    ) -> Sweep:
+        """Try every combination of the ``grid``'s values: one training job per combination, each the base
+        ``config`` (the fit configuration of :meth:`create_job`) with its values set at their dotted paths::
+
+            bp.create_sweep(model_id, dataset_id, {"optimizer.learning_rate": [0.001, 0.01], "batch_size": [16, 64]},
+                            objective="val_accuracy", loss="sparse_categorical_crossentropy", optimizer="adam",
+                            epochs=20, validation_split=0.2, metrics=["accuracy"])
+
+        ``objective`` ranks the trials (default: ``val_loss`` when they have validation data, else ``loss``);
+        ``mode`` is ``"min"``, ``"max"`` or ``"auto"``."""
+        if config.get("class_weight") is not None:
+            config["class_weight"] = _class_weight_json(config["class_weight"])
+        body: dict[str, Any] = {"model_id": model_id, "dataset_id": dataset_id, "config": config,
+                                "grid": {str(path): list(values) for path, values in grid.items()}}
+        for key, value in (("objective", objective), ("mode", mode), ("name", name)):
+            if value is not None:
+                body[key] = value
+        return cast(Sweep, self._json("POST", "/v1/sweeps", json=body))
+
+    def get_sweep(self, sweep_id: str) -> Sweep:
+        """The sweep with each trial's status and objective, and its best trial so far."""
+        return cast(Sweep, self._json("GET", f"/v1/sweeps/{sweep_id}"))
+
+    def list_sweeps(self, *, model_id: str | None = None, limit: int = 50, offset: int = 0) -> Page[Sweep]:
+        return cast(Page[Sweep], self._json("GET", "/v1/sweeps", params=self._page(limit, offset, model_id=model_id)))
+
+    def cancel_sweep(self, sweep_id: str) -> Sweep:
+        """Cancel every trial still queued or running."""
+        return cast(Sweep, self._json("POST", f"/v1/sweeps/{sweep_id}/cancel"))
+
+    def delete_sweep(self, sweep_id: str) -> None:
+        """Delete the sweep (refused while a trial is queued or running); its jobs and versions stay."""
+        self._request("DELETE", f"/v1/sweeps/{sweep_id}")
+
+    def wait_sweep(self, sweep_id: str, timeout: float | None = None, *, poll_s: float = 1.0) -> Sweep:
+        """Block until no trial is queued or running and return the sweep; ``TimeoutError`` after ``timeout``
+        seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            sweep = self.get_sweep(sweep_id)
+            if sweep["status"] != "running":
+                return sweep
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"sweep {sweep_id} did not finish within {timeout} s")
+            time.sleep(poll_s if deadline is None else max(min(poll_s, deadline - time.monotonic()), 0.01))
 
     # -- predictions and exports ---------------------------------------------------------------------
 

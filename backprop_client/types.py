@@ -11,6 +11,7 @@ Task = Literal["classification", "multilabel", "regression"]
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 Label = Union[int, float, str]
 FINAL_STATUSES: tuple[str, ...] = ("succeeded", "failed", "cancelled")
+SweepStatus = Literal["running", "succeeded", "failed", "cancelled"]
 
 
 class Page(TypedDict, Generic[T]):
@@ -54,6 +55,7 @@ class Model(TypedDict):
     layers: list[dict[str, Any]]
     summary: ModelSummary
     latest_version: int | None
+    serving_version: int | None
     created_at: str
 
 
@@ -102,6 +104,33 @@ class Job(TypedDict):
     created_at: str
     started_at: str | None
     finished_at: str | None
+
+
+class SweepTrial(TypedDict):
+    job_id: str
+    params: dict[str, Any]
+    status: JobStatus
+    epochs_done: int
+    objective: float | None
+    result_version: int | None
+
+
+class Sweep(TypedDict):
+    """A hyperparameter sweep: ``status`` is ``running`` while a trial is queued or running, then
+    ``succeeded``, ``cancelled`` or ``failed``; ``best`` is the succeeded trial with the best objective."""
+
+    id: str
+    name: str
+    model_id: str
+    dataset_id: str | None
+    grid: dict[str, list[Any]]
+    config: dict[str, Any]
+    objective: str
+    mode: Literal["min", "max"]
+    status: SweepStatus
+    created_at: str
+    trials: list[SweepTrial]
+    best: SweepTrial | None
 
 
 class Checkpoint(TypedDict):

@@ -8,7 +8,8 @@ Public API::
     check_compatible(model, config, x_shape, y)        # ConfigError(field "loss" | "input_shape" | ...)
     Model.fit(X, y, *, callbacks=(), batch_callbacks=(), **config) -> history
     Model.predict(X, batch_size=None), Model.evaluate(X, y), Model.summary(),
-    Model.get_weights(), Model.set_weights(ws), Model.loss_and_gradients(X, y, loss, regularization, training),
+    Model.get_weights(), Model.set_weights(ws),
+    Model.loss_and_gradients(X, y, loss, regularization, training, class_weight),
     Model.to_bytes() / from_bytes(b)
     resume(checkpoint, X, y, *, callbacks=(), batch_callbacks=()) -> (Model, history)
     Diverged(epoch, batch)

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from . import augmentation, losses, metrics
+from . import augmentation, class_weight, losses, metrics
 from .errors import ConfigError
 
 SERVICE_KEYS = ("model_id", "dataset_id", "checkpoint_every", "max_attempts")
@@ -19,7 +19,7 @@ PLATEAU_DEFAULTS = {"monitor": "val_loss", "factor": 0.1, "patience": 10, "mode"
                     "cooldown": 0, "min_lr": 0.0}
 KEYS = ("loss", "optimizer", "epochs", "batch_size", "shuffle", "validation_split", "validation_data",
         "seed", "metrics", "regularization", "early_stopping", "reduce_lr_on_plateau", "augmentation",
-        "standardize")
+        "standardize", "class_weight")
 
 
 def _num(v, field, *, lo=None, hi=None, lo_open=False, hi_open=False) -> float:
@@ -194,6 +194,7 @@ def normalize_fit_config(config: dict, input_rank: int | None = None) -> dict:
                                                   "(optimizer.learning_rate); use one or the other")
     out["augmentation"] = augmentation.normalize(config.get("augmentation"), input_rank)
     out["standardize"] = _bool(config.get("standardize", True), "standardize")
+    out["class_weight"] = class_weight.normalize(config.get("class_weight"), loss_name(out["loss"]))
     for key in SERVICE_KEYS:
         if key in config:
             out[key] = config[key]

@@ -29,14 +29,15 @@ def relative_error(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(a), np.linalg.norm(b), 1e-12))
 
 
-def check_model(model, X, y, loss, regularization=None, training=True, eps: float = 1e-6) -> dict[str, float]:
+def check_model(model, X, y, loss, regularization=None, training=True, eps: float = 1e-6,
+                class_weight=None) -> dict[str, float]:
     """Relative error of ``model.loss_and_gradients`` against finite differences, per trainable variable
     (names "layer/variable"). Use a float64 model."""
-    _, analytic = model.loss_and_gradients(X, y, loss, regularization, training)
+    _, analytic = model.loss_and_gradients(X, y, loss, regularization, training, class_weight)
     views = [layer.params[name] for layer in model.layers for name, _, _ in layer.variables()]
 
     def f():
-        return model.loss_and_gradients(X, y, loss, regularization, training)[0]
+        return model.loss_and_gradients(X, y, loss, regularization, training, class_weight)[0]
 
     return {name: relative_error(a, numerical_gradient(f, v, eps))
             for name, a, v in zip(model.trainable_names(), analytic, views)}

@@ -1,7 +1,9 @@
 """Losses with Keras's clipping and ``sum_over_batch_size`` reduction (the mean over the N samples).
 
 Each loss has ``per_sample(p, y) -> (N,)`` and ``value_and_grad(p, y, grad, fused) -> float``, which
-writes dL/dp (or dL/dz for a fused softmax/sigmoid output) into ``grad`` and returns the mean loss.
+writes dL/dp (or dL/dz for a fused softmax/sigmoid output) into ``grad`` and returns the mean loss. The three
+crossentropies also take ``sample_weight`` (N,) (class weights, see engine.class_weight): the loss is then
+Σ w_i·ℓ_i / N, still divided by the batch size and not by Σ w_i, and row i's gradient is w_i times its own.
 Targets are prepared once per fit by ``prepare_targets``: integer labels of shape (N,) for the sparse
 crossentropy, a float matrix (N, K) of the model's dtype for every other loss; a target vector (N,)
 against one output unit becomes (N, 1), never broadcast to (N, N).
@@ -19,6 +21,22 @@ ALIASES = {"mse": "mean_squared_error", "mae": "mean_absolute_error",
 PARAMS = {"categorical_crossentropy": {"label_smoothing": 0.0},
           "binary_crossentropy": {"label_smoothing": 0.0},
           "huber": {"delta": 1.0}}
+
+
+def _batch_sum(terms: np.ndarray, sample_weight: np.ndarray | None) -> float:
+    """The sum, in float64, of every term of the batch, or of each row's terms times the row's weight."""
+    if sample_weight is None:
+        return float(np.sum(terms, dtype=np.float64))
+    rows = terms.reshape(terms.shape[0], -1).sum(axis=-1, dtype=np.float64)
+    return float(np.dot(rows, sample_weight))
+
+
+def _scale_rows(grad: np.ndarray, factor: float, sample_weight: np.ndarray | None) -> None:
+    """grad *= factor, times each row's weight when there are sample weights."""
+    if sample_weight is None:
+        grad *= factor
+    else:
+        grad *= (sample_weight * factor)[:, None]
 
 
 class Loss:
@@ -54,14 +72,14 @@ class CategoricalCrossentropy(Loss):
         np.clip(q, EPSILON, 1.0 - EPSILON, out=q)
         return -(y * np.log(q)).sum(axis=-1)
 
-    def value_and_grad(self, p, y, grad, fused):
+    def value_and_grad(self, p, y, grad, fused, sample_weight=None):
         n = p.shape[0]
         y = self._targets(y, p.shape[-1])
         s = p.sum(axis=-1, keepdims=True)
         q = p / s
         live = (q > EPSILON) & (q < 1.0 - EPSILON)      # where the clip is not active
         qc = np.clip(q, EPSILON, 1.0 - EPSILON)
-        loss = -float(np.sum(y * np.log(qc), dtype=np.float64)) / n
+        loss = -_batch_sum(y * np.log(qc), sample_weight) / n
         ym = y * live
         c = ym.sum(axis=-1, keepdims=True)
         if fused:   # softmax output: dL/dz = c·p - y⊙live (= p - y where no clip is active)
@@ -71,7 +89,7 @@ class CategoricalCrossentropy(Loss):
             np.divide(ym, qc, out=grad)
             np.subtract(c, grad, out=grad)
             grad /= s
-        grad *= 1.0 / n
+        _scale_rows(grad, 1.0 / n, sample_weight)
         return loss
 
 
@@ -101,7 +119,7 @@ class SparseCategoricalCrossentropy(Loss):
             ones = self._ones_of[(k, dtype)] = np.ones(k, dtype=dtype)
         return ones
 
-    def value_and_grad(self, p, y, grad, fused):
+    def value_and_grad(self, p, y, grad, fused, sample_weight=None):
         n, k = p.shape
         starts = self._row_starts.get((n, k))
         if starts is None:
@@ -115,8 +133,13 @@ class SparseCategoricalCrossentropy(Loss):
         live = q > EPSILON                              # where the clip is not active
         live &= q < 1.0 - EPSILON
         qc = np.clip(q, EPSILON, 1.0 - EPSILON)
-        loss = -float(np.add.reduce(np.log(qc), dtype=np.float64)) / n
+        if sample_weight is None:
+            loss = -float(np.add.reduce(np.log(qc), dtype=np.float64)) / n
+        else:
+            loss = -_batch_sum(np.log(qc), sample_weight) / n
         w = np.multiply(live, p.dtype.type(1.0 / n))     # the mean's 1/n folded into the mask
+        if sample_weight is not None:
+            w *= sample_weight                          # and each row's weight
         if fused:   # dL/dz = live·(p - onehot)/n
             np.multiply(p, w[:, None], out=grad)
         else:       # dL/dp_j = live·(1 - [j = y]/q)/(n·Σp)
@@ -144,19 +167,19 @@ class BinaryCrossentropy(Loss):
         pc = np.clip(p, EPSILON, 1.0 - EPSILON)
         return -(y * np.log(pc) + (1.0 - y) * np.log(1.0 - pc)).mean(axis=-1)
 
-    def value_and_grad(self, p, y, grad, fused):
+    def value_and_grad(self, p, y, grad, fused, sample_weight=None):
         n, k = p.shape
         y = self._targets(y)
         live = (p > EPSILON) & (p < 1.0 - EPSILON)
         pc = np.clip(p, EPSILON, 1.0 - EPSILON)
-        loss = -float(np.sum(y * np.log(pc) + (1.0 - y) * np.log(1.0 - pc), dtype=np.float64)) / (n * k)
+        loss = -_batch_sum(y * np.log(pc) + (1.0 - y) * np.log(1.0 - pc), sample_weight) / (n * k)
         if fused:   # through a sigmoid: (p - y)/K where no clip is active
             np.subtract(p, y, out=grad)
         else:
             np.subtract(pc, y, out=grad)
             grad /= pc * (1.0 - pc)
         grad *= live
-        grad *= 1.0 / (n * k)
+        _scale_rows(grad, 1.0 / (n * k), sample_weight)
         return loss
 
 

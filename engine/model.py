@@ -383,34 +383,44 @@ class Model:
             buf = self._grad_bufs[n] = np.empty((n, self.output_units), dtype=self.dtype)
         return buf
 
-    def _train_step(self, xb, yb, loss, fused, rng, training=True) -> tuple[float, np.ndarray]:
-        """Forward, loss, backward and penalty gradients for one batch; returns (loss with penalty, output)."""
+    def _train_step(self, xb, yb, loss, fused, rng, training=True, sample_weight=None) -> tuple[float, np.ndarray]:
+        """Forward, loss, backward and penalty gradients for one batch; returns (loss with penalty, output).
+        ``sample_weight``: the rows' class weights (a crossentropy loss), which leave the penalties alone."""
         out = self._forward(xb, training, rng)
         g = self._grad_buffer(out.shape[0])
-        value = loss.value_and_grad(out, yb, g, fused)
+        if sample_weight is None:
+            value = loss.value_and_grad(out, yb, g, fused)
+        else:
+            value = loss.value_and_grad(out, yb, g, fused, sample_weight)
         self._backward(g)
         for d, l1, l2, scratch in self._reg:
             value += regularizers.penalty(d.params["kernel"], l1, l2)
             regularizers.add_gradient(d.params["kernel"], d.grads["kernel"], l1, l2, scratch)
         return value, out
 
-    def loss_and_gradients(self, X, y, loss, regularization=None, training=True):
+    def loss_and_gradients(self, X, y, loss, regularization=None, training=True, class_weight=None):
         """(loss including penalties, gradients in get_weights() order of the trainable variables).
 
         Random layers draw from a generator fixed per call, so repeated calls see the same dropout
         masks and noise (finite differences rely on it); moving statistics are left untouched.
+        ``class_weight`` weighs the rows as fit's config key does ("balanced": from these rows' labels).
         """
-        from .config import normalize_loss
-        loss_obj, fused = self._configure_loss(normalize_loss(loss))
+        from . import class_weight as class_weight_mod
+        from .config import loss_name, normalize_loss
+        loss = normalize_loss(loss)
+        class_weight = class_weight_mod.normalize(class_weight, loss_name(loss))
+        class_weight_mod.check(class_weight, loss_name(loss), self.output_units)
+        loss_obj, fused = self._configure_loss(loss)
         self._configure_regularization(regularization)
         xb = self._standardize(X)
         yb = loss_obj.prepare_targets(y, self.dtype)
         if loss_obj.name == "sparse_categorical_crossentropy" and yb.size and not (
                 0 <= yb.min() and yb.max() < self.output_units):
             raise ValueError(f"labels must be in [0, {self.output_units - 1}]")
+        weights = class_weight_mod.sample_weights(class_weight, loss_obj.name, yb, self.output_units, self.dtype)
         saved = [b.copy() for b in self._buffer_arrays()]
         self.grads.fill(0.0)
-        value, _ = self._train_step(xb, yb, loss_obj, fused, _rng(self.seed, 0xC0FFEE), training)
+        value, _ = self._train_step(xb, yb, loss_obj, fused, _rng(self.seed, 0xC0FFEE), training, weights)
         for b, s in zip(self._buffer_arrays(), saved):
             b[...] = s
         grads = [layer.grads[name].copy() for layer in self.layers for name, _, _ in layer.variables()]

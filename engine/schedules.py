@@ -91,46 +91,42 @@ class Schedule:
         return f"{type(self).__name__}({self.params})"
 
 
-class ExponentialDecay(Schedule):
+class _StepDecay(Schedule):
+    """The two schedules of ``step / decay_steps`` (whole periods only, if staircase) and a decay rate."""
+
+    DEFAULTS = {"initial_learning_rate": _REQUIRED, "decay_steps": _REQUIRED, "decay_rate": _REQUIRED,
+                "staircase": False}
+    MAX_DECAY_RATE: ClassVar[float | None] = None
+
+    def _check(self, p):
+        return {"initial_learning_rate": _rate(p["initial_learning_rate"], "initial_learning_rate"),
+                "decay_steps": _steps(p["decay_steps"], "decay_steps"),
+                "decay_rate": _number(p["decay_rate"], "decay_rate", lo=0.0, lo_open=self.MAX_DECAY_RATE is not None,
+                                      hi=self.MAX_DECAY_RATE),
+                "staircase": _flag(p["staircase"], "staircase")}
+
+    def _elapsed(self, step: int) -> float:
+        q = step / self.params["decay_steps"]
+        return math.floor(q) if self.params["staircase"] else q
+
+
+class ExponentialDecay(_StepDecay):
     """initial_learning_rate * decay_rate ** (step / decay_steps); the exponent floored if staircase."""
 
     name, keras_name = "exponential_decay", "ExponentialDecay"
-    DEFAULTS = {"initial_learning_rate": _REQUIRED, "decay_steps": _REQUIRED, "decay_rate": _REQUIRED,
-                "staircase": False}
-
-    def _check(self, p):
-        return {"initial_learning_rate": _rate(p["initial_learning_rate"], "initial_learning_rate"),
-                "decay_steps": _steps(p["decay_steps"], "decay_steps"),
-                "decay_rate": _number(p["decay_rate"], "decay_rate", lo=0.0, lo_open=True, hi=1.0),
-                "staircase": _flag(p["staircase"], "staircase")}
+    MAX_DECAY_RATE = 1.0       # 0 < decay_rate <= 1: above 1 the rate would grow without bound
 
     def rate(self, step):
-        p = self.params
-        e = step / p["decay_steps"]
-        if p["staircase"]:
-            e = math.floor(e)
-        return p["initial_learning_rate"] * p["decay_rate"] ** e
+        return self.params["initial_learning_rate"] * self.params["decay_rate"] ** self._elapsed(step)
 
 
-class InverseTimeDecay(Schedule):
+class InverseTimeDecay(_StepDecay):
     """initial_learning_rate / (1 + decay_rate * step / decay_steps); the quotient floored if staircase."""
 
     name, keras_name = "inverse_time_decay", "InverseTimeDecay"
-    DEFAULTS = {"initial_learning_rate": _REQUIRED, "decay_steps": _REQUIRED, "decay_rate": _REQUIRED,
-                "staircase": False}
-
-    def _check(self, p):
-        return {"initial_learning_rate": _rate(p["initial_learning_rate"], "initial_learning_rate"),
-                "decay_steps": _steps(p["decay_steps"], "decay_steps"),
-                "decay_rate": _rate(p["decay_rate"], "decay_rate"),
-                "staircase": _flag(p["staircase"], "staircase")}
 
     def rate(self, step):
-        p = self.params
-        q = step / p["decay_steps"]
-        if p["staircase"]:
-            q = math.floor(q)
-        return p["initial_learning_rate"] / (1.0 + p["decay_rate"] * q)
+        return self.params["initial_learning_rate"] / (1.0 + self.params["decay_rate"] * self._elapsed(step))
 
 
 class PolynomialDecay(Schedule):

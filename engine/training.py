@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 
+from . import class_weight as class_weight_mod
 from . import losses as losses_mod
 from .augmentation import Augmenter, active as augmentation_active
 from .config import loss_name, monitor_mode, normalize_fit_config, normalize_loss
@@ -61,8 +62,15 @@ class BatchEvent:
 
 # -- compatibility of a config with a model and data ---------------------------------------------------
 def check_compatible(model, config: dict, x_shape: tuple, y) -> None:
-    """Raise ConfigError (field "input_shape" or "loss", or an augmentation key) when the data or the
-    loss cannot fit the model."""
+    """Raise ConfigError (field "input_shape", "loss" or "class_weight[.<class>]") when the data, the loss or
+    the class weights cannot fit the model."""
+    _check_targets(model, config, x_shape, y)
+    name = loss_name(normalize_loss(config.get("loss")))
+    weights = class_weight_mod.normalize(config.get("class_weight"), name)
+    class_weight_mod.check(weights, name, model.output_units)
+
+
+def _check_targets(model, config: dict, x_shape: tuple, y) -> None:
     x_shape = tuple(x_shape)
     if len(x_shape) < 1:
         raise ConfigError("input_shape", "the inputs must have one row per sample")
@@ -223,6 +231,9 @@ class _Trainer:
         Xs = _standardize_into(X, standardization, dt)
         yt = self.loss.prepare_targets(y, dt)
         Xtr, ytr = Xs[:split], yt[:split]
+        # class weights: each training row's weight, once per fit ("balanced" counts the training part only);
+        # validation rows are not weighted, as in Keras
+        wtr = class_weight_mod.sample_weights(cfg.get("class_weight"), self.loss.name, ytr, model.output_units, dt)
         if validation_data is not None:
             Xval = model._standardize(validation_data[0])
             yval = self.loss.prepare_targets(validation_data[1], dt)
@@ -236,15 +247,17 @@ class _Trainer:
         shuffle = cfg["shuffle"]
         xbuf = np.empty((bs,) + Xtr.shape[1:], dtype=dt) if shuffle else None
         ybuf = np.empty((bs,) + ytr.shape[1:], dtype=ytr.dtype) if shuffle else None
+        wbuf = np.empty(bs, dtype=dt) if shuffle and wtr is not None else None
         aug = Augmenter(cfg["augmentation"], model.input_shape) if augmentation_active(cfg["augmentation"]) else None
         abuf = np.empty((bs,) + Xtr.shape[1:], dtype=dt) if aug else None
         acc = MetricAccumulator(self.metric_names, self.loss.name)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             # overflow on the way to a NaN loss is reported once, as Diverged, not as warnings
-            return self._epochs(Xtr, ytr, Xval, yval, bs, shuffle, xbuf, ybuf, aug, abuf, acc, callbacks,
+            return self._epochs(Xtr, ytr, wtr, Xval, yval, bs, shuffle, xbuf, ybuf, wbuf, aug, abuf, acc, callbacks,
                                 batch_callbacks)
 
-    def _epochs(self, Xtr, ytr, Xval, yval, bs, shuffle, xbuf, ybuf, aug, abuf, acc, callbacks, batch_callbacks):
+    def _epochs(self, Xtr, ytr, wtr, Xval, yval, bs, shuffle, xbuf, ybuf, wbuf, aug, abuf, acc, callbacks,
+                batch_callbacks):
         model, cfg = self.model, self.cfg
         n_train = Xtr.shape[0]
         with_metrics = bool(self.metric_names)
@@ -256,6 +269,7 @@ class _Trainer:
         step = model._train_step
         loss, fused = self.loss, self.fused
         epoch = self.epoch
+        wb = None          # the batch's sample weights, with class weights
         while not self.finished and epoch < cfg["epochs"]:
             epoch += 1
             t0 = time.perf_counter()
@@ -275,16 +289,23 @@ class _Trainer:
                     # per-index bounds check (a third faster than the default "raise")
                     xb = np.take(Xtr, idx, axis=0, out=xbuf[:m], mode="clip")
                     yb = np.take(ytr, idx, axis=0, out=ybuf[:m], mode="clip")
+                    if wtr is not None:
+                        wb = np.take(wtr, idx, out=wbuf[:m], mode="clip")
                 else:
                     xb, yb = Xtr[i:j], ytr[i:j]
+                    if wtr is not None:
+                        wb = wtr[i:j]
                 if aug is not None:
                     xb = aug(xb, rng_aug, abuf[:m])
-                value, out = step(xb, yb, loss, fused, rng_layers)
+                if wb is None:
+                    value, out = step(xb, yb, loss, fused, rng_layers)
+                else:
+                    value, out = step(xb, yb, loss, fused, rng_layers, sample_weight=wb)
                 if not math.isfinite(value):
                     raise Diverged(epoch, b, value)
-                loss_sum += value * m
+                loss_sum += value * m     # the epoch's loss: the batch losses' mean weighted by batch size
                 if with_metrics:
-                    acc.update(out, yb)
+                    acc.update(out, yb, wb)
                 for k, g in enumerate(grad_views):
                     norms[k] += math.sqrt(np.dot(g, g))
                 batches += 1

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.routes import datasets, jobs, models, operations, predictions
+from service.api.routes import datasets, jobs, models, operations, predictions, sweeps
 from service.config import Settings, get_settings
 from service.db.session import make_engine
 from service.errors import install_error_handlers, problem_response
@@ -186,7 +186,7 @@ def create_app(
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     install_error_handlers(app)
-    for module in (operations, datasets, models, predictions, jobs):
+    for module in (operations, datasets, models, predictions, jobs, sweeps):
         app.include_router(module.router)
     from service.dashboard import router as dashboard_router
 

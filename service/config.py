@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     max_predict_rows: int = 10_000
     # Queued + running jobs one owner may have at once; over it POST /v1/jobs answers 429 (0: no limit).
     max_concurrent_jobs_per_owner: int = Field(default=100, ge=0)
+    # Trials (jobs) one hyperparameter sweep may expand to; a larger grid is refused with 422 naming it.
+    max_sweep_trials: int = Field(default=100, ge=1)
     # Per API key token bucket (service.ratelimit), per API process: sustained requests/s and burst; 429 with
     # Retry-After when empty. 0 disables it. Generous by default so that benchmarks are not throttled.
     rate_limit_per_s: float = Field(default=1000.0, ge=0)

@@ -154,8 +154,15 @@ def worker_token() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def fit_config(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if k not in SERVICE_KEYS}
+def fit_config(config: dict[str, Any], dataset: Any) -> dict[str, Any]:
+    """The engine's fit() arguments from a job's config: without the service's keys, and with class weights keyed
+    by the training ``dataset``'s labels (as the job keeps them) keyed by its class indices."""
+    from service.services import dataset_matching as matching
+
+    out = {k: v for k, v in config.items() if k not in SERVICE_KEYS}
+    if out.get("class_weight") is not None:
+        out["class_weight"] = matching.class_weight_for_engine(dataset, out["class_weight"], ["class_weight"])
+    return out
 
 
 def divergence_message(exc: BaseException, config: dict[str, Any]) -> str:
@@ -712,7 +719,7 @@ def _train(store: Store, claim: Claim, monitor: Monitor) -> str:
         else:
             model = engine.build(claim.spec, seed=config.get("seed"))
             history = model.fit(X, y, callbacks=[on_epoch], batch_callbacks=[on_batch],
-                                **validation, **fit_config(config))
+                                **validation, **fit_config(config, ds))
     finally:
         # What was handed over is stored before the job's final state (a diverged job keeps its
         # history up to the bad epoch).

@@ -87,6 +87,8 @@ class Model(Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     summary: Mapped[dict[str, Any]] = mapped_column(JSON)
     latest_version: Mapped[int | None] = mapped_column(Integer)
+    # The version served when a request names none; NULL: the latest.
+    serving_version: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 
 
@@ -138,6 +140,12 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The sweep this job is a trial of (NULL: a job of its own, or its sweep was deleted) and the trial's place
+    # in the sweep's expansion order (0-based), which maps the job back to its grid values.
+    sweep_id: Mapped[str | None] = mapped_column(
+        ForeignKey("sweeps.id", ondelete="SET NULL", name="fk_jobs_sweep_id_sweeps"), index=True
+    )
+    sweep_trial: Mapped[int | None] = mapped_column(Integer)
 
 
 class JobEpoch(Base):
@@ -164,3 +172,23 @@ class Checkpoint(Base):
     # engine checkpoint bytes (npz + JSON header): weights, optimizer state, RNG state, history
     data: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Sweep(Base):
+    """A hyperparameter sweep: a base job config and a grid of values, expanded into one job per combination
+    (the jobs point here with ``sweep_id`` and ``sweep_trial``)."""
+    __tablename__ = "sweeps"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("owners.id", ondelete="CASCADE"), index=True)
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    dataset_id: Mapped[str | None] = mapped_column(ForeignKey("datasets.id", ondelete="SET NULL"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    # {"<dotted job-config path>": [values, ...]}, in the client's key order (the expansion order)
+    grid: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # The base job config as the client sent it (plus the seed the sweep drew when it named none)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    objective: Mapped[str] = mapped_column(String(64))
+    # "min" or "max" (auto resolved when the sweep was created)
+    mode: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)

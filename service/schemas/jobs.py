@@ -45,6 +45,13 @@ class JobCreate(BaseModel):
     reduce_lr_on_plateau: dict[str, Any] | None = None
     augmentation: dict[str, Any] | None = None
     standardize: bool | None = None
+    class_weight: Literal["balanced"] | dict[str, Any] | None = Field(
+        default=None, examples=["balanced", {"setosa": 1.0, "virginica": 4.0}],
+        description="Keras's class_weight: a weight per class, keyed by the dataset's own labels (a class left "
+        'out weighs 1.0), or "balanced" (n / (classes · count) over the training rows). Each training row\'s '
+        "loss is multiplied by its class's weight and the batch loss divided by the batch size (Keras's "
+        "sum_over_batch_size, not a weighted mean); training metrics are weighted, validation is not. "
+        "Classification datasets with one label per row, crossentropy losses.")
     checkpoint_every: int | None = Field(default=None, ge=0, description="Checkpoint every N epochs (0: never).")
 
 

@@ -79,6 +79,24 @@ class LayerSummary(BaseModel):
     trainable_params: int
 
 
+class ModelUpdate(BaseModel):
+    """The fields to change; those left out stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[^\x00]*$")
+    serving_version: int | None = Field(
+        default=None, ge=1, le=2**31 - 1,
+        description="Pin the version that predict, evaluate and export use when a request names none (null: "
+                    "unpin, so that the latest version serves). New versions from later jobs do not move a pin.")
+
+    @model_validator(mode="after")
+    def _name_not_null(self) -> "ModelUpdate":
+        if "name" in self.model_fields_set and self.name is None:
+            raise ValueError("name cannot be null")
+        return self
+
+
 class ModelSummary(BaseModel):
     layers: list[LayerSummary]
     total_params: int
@@ -93,6 +111,8 @@ class ModelOut(ORMModel):
     layers: list[dict[str, Any]] = Field(description="The normalized layers, every default filled in.")
     summary: ModelSummary
     latest_version: int | None
+    serving_version: int | None = Field(
+        description="The pinned version requests that name none get; null: the latest version serves.")
     created_at: UTCDateTime
 
     @classmethod
@@ -104,6 +124,7 @@ class ModelOut(ORMModel):
             layers=row.spec.get("layers", []),
             summary=row.summary,
             latest_version=row.latest_version,
+            serving_version=row.serving_version,
             created_at=row.created_at,
         )
 

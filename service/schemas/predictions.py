@@ -15,7 +15,8 @@ class PredictIn(BaseModel):
         description="Rows as lists of numbers (the dataset's feature order) or objects keyed by feature name.",
         examples=[[[0.0, 1.0, 2.5]]],
     )
-    version: int | None = Field(default=None, ge=1, le=2**31 - 1, description="Defaults to the latest version.")
+    version: int | None = Field(default=None, ge=1, le=2**31 - 1,
+                                description="Defaults to the model's serving version, else the latest.")
 
 
 class PredictOut(BaseModel):
@@ -34,7 +35,8 @@ class EvaluateIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     dataset_id: str = Field(max_length=64, description="A stored dataset, typically rows held out of training.")
-    version: int | None = Field(default=None, ge=1, le=2**31 - 1, description="Defaults to the latest version.")
+    version: int | None = Field(default=None, ge=1, le=2**31 - 1,
+                                description="Defaults to the model's serving version, else the latest.")
     loss: str | dict[str, Any] | None = Field(
         default=None, description="Defaults to the loss of the job that trained the version.")
     metrics: list[str] | None = Field(

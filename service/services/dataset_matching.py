@@ -6,9 +6,12 @@ Dataset, the worker's DatasetInfo). Class labels are mapped to the reference's c
 dataset may hold only some of them, in any order); multilabel and regression target columns and the feature
 columns are put in the reference's order by name when both name the same columns differently ordered, and
 otherwise taken by position. Stored targets are in service.training_data's canonical form.
+
+A job's class weights, keyed by the dataset's labels, meet its classes the same way (:func:`class_weight_for_engine`).
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -66,3 +69,55 @@ def targets(ref: Any, data: Any, y: np.ndarray) -> np.ndarray:
         return np.array([known.index(c) for c in data.classes or []], dtype=np.int64)[y]
     order = _reordering(_target_columns(data), _target_columns(ref))
     return y if order is None else y[:, order]
+
+
+def _as_number(label: str) -> float | None:
+    try:
+        return float(label)
+    except ValueError:
+        return None
+
+
+def label_index(classes: list[Any], label: str) -> int | None:
+    """The index among a dataset's stored classes of ``label``, a JSON object key and so always a string, by value:
+    "setosa" is the string class "setosa", "1" (or "1.0") the number class 1, stored as 1 or as 1.0."""
+    number = _as_number(label)
+    for i, c in enumerate(classes):
+        if isinstance(c, str):
+            if c == label:
+                return i
+        elif number is not None and c == number:
+            return i
+    return None
+
+
+def class_weight_for_engine(dataset: Any, weights: Any, loc: list[str | int]) -> Any:
+    """A job's ``class_weight`` as the engine takes it: "balanced" as it is, ``{label: weight}`` with the
+    dataset's labels as class indices. Invalid at ``loc`` for a dataset with no one class per row to weigh."""
+    if dataset.task != "classification":
+        rows = "several labels per row" if dataset.task == "multilabel" else "real-valued targets"
+        raise Invalid(f"class_weight: weighs the classes of a classification dataset, one label per row; this "
+                      f"dataset is {dataset.task} ({rows})", loc=loc)
+    if isinstance(weights, dict):
+        return _class_weight_indices(list(dataset.classes or []), weights, loc)
+    return weights
+
+
+def _class_weight_indices(classes: list[Any], weights: dict[str, Any], loc: list[str | int]) -> dict[str, Any]:
+    """``{label: weight}`` with the dataset's own labels as ``{"<class index>": weight}``, the engine's form.
+
+    Invalid at ``loc + [label]`` for a label the dataset does not have, a class named twice ("1" and "1.0") or a
+    weight that is not a finite number >= 0."""
+    out: dict[str, Any] = {}
+    for label, weight in weights.items():
+        where = [*loc, label]
+        index = label_index(classes, label)
+        if index is None:
+            raise Invalid(f"class_weight.{label}: the dataset has no class {label!r} (its classes are "
+                          f"{classes[:20]!r})", loc=where)
+        if str(index) in out:
+            raise Invalid(f"class_weight.{label}: class {classes[index]!r} is given twice", loc=where)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+            raise Invalid(f"class_weight.{label}: a weight must be a finite number >= 0, got {weight!r}", loc=where)
+        out[str(index)] = weight
+    return out

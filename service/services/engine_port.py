@@ -109,5 +109,26 @@ def check_compatible(
         raise Invalid(message if not field else f"{field}: {message}", loc=_dotted_loc(field)) from None
 
 
+def monitor_names(metrics: list[str]) -> set[str]:
+    """What early stopping may monitor in a fit with these (normalized) metrics: loss and each metric, with or
+    without ``val_``."""
+    base = {"loss", *metrics}
+    return base | {f"val_{name}" for name in base}
+
+
+def monitor_mode(monitor: str, mode: str = "auto") -> str:
+    """'min' or 'max' for a monitored quantity, as early stopping decides it (auto: max for accuracy and r2)."""
+    from engine.config import monitor_mode as engine_monitor_mode
+
+    return engine_monitor_mode({"monitor": monitor, "mode": mode})
+
+
+def draw_seed() -> int:
+    """A fresh seed, drawn as the engine draws one for a fit that names none."""
+    from engine.config import draw_seed as engine_draw_seed
+
+    return engine_draw_seed()
+
+
 def from_bytes(data: bytes) -> Any:
     return _engine().from_bytes(data)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -44,8 +45,9 @@ def _check_epochs(settings: Settings, epochs: int) -> None:
 CONCURRENCY_RETRY_AFTER_S = 5
 
 
-def _check_concurrency(session: Session, settings: Settings, owner_id: str) -> None:
-    """429 when the owner already has ``max_concurrent_jobs_per_owner`` jobs queued or running.
+def check_concurrency(session: Session, settings: Settings, owner_id: str, adding: int = 1) -> None:
+    """429 when ``adding`` more jobs (a sweep adds all its trials at once) would take the owner over
+    ``max_concurrent_jobs_per_owner`` jobs queued or running.
 
     A quota that frees itself as jobs finish, not a fault of the request: hence 429 with Retry-After (retrying
     the same request later succeeds), not 422. Concurrent submissions by one owner are counted one after the
@@ -61,12 +63,23 @@ def _check_concurrency(session: Session, settings: Settings, owner_id: str) -> N
     active = session.scalar(
         select(func.count()).select_from(Job).where(Job.owner_id == owner_id, Job.status.in_(ACTIVE))
     ) or 0
-    if active >= limit:
+    if active + adding > limit:
+        more = f" and {adding} more would be over" if adding > 1 else ","
         raise TooManyRequests(
-            f"{active} jobs are already queued or running for this owner, the limit of "
+            f"{active} jobs are already queued or running for this owner{more} the limit of "
             f"max_concurrent_jobs_per_owner={limit}; wait for one to finish or cancel one",
             retry_after=CONCURRENCY_RETRY_AFTER_S,
         )
+
+
+@dataclass(frozen=True)
+class ValidJob:
+    """A job request that passed every check of :func:`validate`: what :func:`queue_job` stores."""
+
+    model_id: str
+    dataset_id: str
+    #: the normalized fit config (every default filled in) with the service's keys
+    config: dict[str, Any]
 
 
 def create(
@@ -81,6 +94,14 @@ def create(
     The broker message is sent after the request's transaction commits (see ``hooks.after_commit``); if the
     broker is down the job stays ``queued`` with no ``enqueued_at`` and the reconciler sends it later.
     """
+    job = validate(session, settings, owner_id, body)
+    check_concurrency(session, settings, owner_id)
+    return queue_job(session, settings, owner_id, job.model_id, job.dataset_id, job.config, enqueue)
+
+
+def validate(session: Session, settings: Settings, owner_id: str, body: Any) -> ValidJob:
+    """Every check POST /v1/jobs makes of ``body`` (a ``JobCreate``) but the concurrency quota, and its config
+    normalized; reads only. Invalid (422) names the offending field under ``["body", ...]``."""
     model: Model = _owned(session, Model, body.model_id, owner_id, "model_id")
     dataset: Dataset = _owned(session, Dataset, body.dataset_id, owner_id, "dataset_id")
 
@@ -94,6 +115,9 @@ def create(
         # the engine only needs to know that the fit has validation rows (early stopping may monitor val_loss);
         # the worker reads them from the dataset
         raw["validation_data"] = True
+    labelled_weights = raw.get("class_weight")
+    if labelled_weights is not None:
+        raw["class_weight"] = matching.class_weight_for_engine(dataset, labelled_weights, ["body", "class_weight"])
     config = engine_port.normalize_fit_config(raw, input_rank=len(model.input_shape))
     _check_epochs(settings, int(config.get("epochs") or 0))
 
@@ -129,19 +153,22 @@ def create(
         target_shape(dataset.task, dataset.n_samples, n_targets, loss, n_outputs),
     )
 
-    _check_concurrency(session, settings, owner_id)
+    if isinstance(labelled_weights, dict):
+        # the job keeps the client's labels (what GET shows); the worker maps them to class indices again
+        config["class_weight"] = {label: float(weight) for label, weight in labelled_weights.items()}
     checkpoint_every = body.checkpoint_every if body.checkpoint_every is not None else DEFAULT_CHECKPOINT_EVERY
-    return _queue(session, settings, owner_id, model.id, dataset.id, {**config, "checkpoint_every": checkpoint_every},
-                  enqueue)
+    return ValidJob(model.id, dataset.id, {**config, "checkpoint_every": checkpoint_every})
 
 
-def _queue(
+def queue_job(
     session: Session, settings: Settings, owner_id: str, model_id: str, dataset_id: str, config: dict[str, Any],
-    enqueue: Callable[[str], None],
+    enqueue: Callable[[str], None], *, sweep_id: str | None = None, sweep_trial: int | None = None,
 ) -> Job:
-    """Add a queued job; its broker message goes out once the request's transaction commits."""
+    """Add a queued job (a sweep's trial when ``sweep_id`` is given, ``sweep_trial`` its place in the sweep);
+    its broker message goes out once the request's transaction commits."""
     job = Job(owner_id=owner_id, model_id=model_id, dataset_id=dataset_id, status="queued", config=config, epoch=0,
-              epochs=int(config["epochs"]), attempts=0, max_attempts=settings.max_attempts, cancel_requested=False)
+              epochs=int(config["epochs"]), attempts=0, max_attempts=settings.max_attempts, cancel_requested=False,
+              sweep_id=sweep_id, sweep_trial=sweep_trial)
     session.add(job)
     session.flush()
     job_id = job.id
@@ -193,9 +220,9 @@ def continue_(
         raise Invalid(f"job {job_id}'s latest checkpoint is at epoch {start}: epochs must be more than that",
                       loc=["body", "epochs"])
     _check_epochs(settings, epochs)
-    _check_concurrency(session, settings, owner_id)
+    check_concurrency(session, settings, owner_id)
     config = {**config, "epochs": epochs, "continue_from": {"job_id": source.id, "epoch": int(start)}}
-    job = _queue(session, settings, owner_id, source.model_id, source.dataset_id, config, enqueue)
+    job = queue_job(session, settings, owner_id, source.model_id, source.dataset_id, config, enqueue)
     # the epochs the checkpoint holds are the new job's first ones: its history and progress start there (as
     # after a worker's crash, the rows past the checkpoint are the ones a run rewrites)
     carried = [row for row in job_history.load(session, source.id) if row["epoch"] <= start]

@@ -93,6 +93,33 @@ def delete(session: Session, owner_id: str, model_id: str) -> None:
     session.flush()
 
 
+def default_version(model: Model) -> int | None:
+    """The version a request that names none gets: the pinned one, else the latest (None: none trained)."""
+    return model.serving_version if model.serving_version is not None else model.latest_version
+
+
+def update(session: Session, owner_id: str, model_id: str, changes: dict[str, Any]) -> Model:
+    """Rename a model, or pin (a version number) or unpin (None) the version it serves by default.
+
+    ``changes`` holds only the fields the client sent. A pin must name an existing version (422 otherwise); it
+    holds until changed, whatever versions later jobs make.
+    """
+    row = get(session, owner_id, model_id)
+    if "name" in changes:
+        row.name = changes["name"]
+    if "serving_version" in changes:
+        version = changes["serving_version"]
+        if version is not None and session.scalar(
+                select(ModelVersion.version).where(ModelVersion.model_id == model_id,
+                                                   ModelVersion.version == version)) is None:
+            have = f"its latest is {row.latest_version}" if row.latest_version else "it has none yet"
+            raise Invalid(f"model {model_id} has no version {version} to serve ({have})",
+                          loc=["body", "serving_version"])
+        row.serving_version = version
+    session.flush()
+    return row
+
+
 def list_versions(
     session: Session, owner_id: str, model_id: str, limit: int, offset: int
 ) -> tuple[list[ModelVersion], int]:
@@ -104,7 +131,8 @@ def list_versions(
 def get_version(
     session: Session, owner_id: str, model_id: str, version: int | None, *, with_data: bool = False
 ) -> tuple[Model, ModelVersion]:
-    """The model and one of its versions (the latest when ``version`` is None).
+    """The model and one of its versions (when ``version`` is None: the pinned serving version, else the
+    latest).
 
     Raises NotFound for a missing model or version, and :class:`NoVersion` (409) when nothing is trained yet.
     """
@@ -112,9 +140,9 @@ def get_version(
 
     model = get(session, owner_id, model_id)
     if version is None:
-        if model.latest_version is None:
+        version = default_version(model)
+        if version is None:
             raise Conflict(f"model {model_id} has no trained version yet: run a training job first")
-        version = model.latest_version
     stmt = select(ModelVersion).where(ModelVersion.model_id == model_id, ModelVersion.version == version)
     if with_data:
         stmt = stmt.options(undefer(ModelVersion.data))

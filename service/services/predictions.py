@@ -1,8 +1,9 @@
 """Predictions: check the rows, run the cached model of the requested version, map outputs to labels.
 
 Two paths give the same answers. :func:`predict_fast` serves a version already in the model cache with one
-single-row query (the model's owner and latest version: ownership and "latest" are never cached, so a new
-version or a deletion is seen by the next request, whatever process made it) and no ORM session; anything
+single-row query (the model's owner and default version, its pinned serving version or else its latest:
+ownership and the default are never cached, so a new version, a new pin or a deletion is seen by the next
+request, whatever process made it) and no ORM session; anything
 else (a model not found or not owned, no version yet, a version not loaded) goes through :func:`predict`, which
 raises the documented errors and loads the version into the cache.""" 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from sqlalchemy import Engine, bindparam, select
+from sqlalchemy import Engine, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from service.config import Settings
@@ -172,7 +173,9 @@ def predict(
     return _run(served, model.id, row.version, inputs)
 
 
-_OWNER_AND_LATEST = select(Model.owner_id, Model.latest_version).where(Model.id == bindparam("model_id"))
+#: (owner, the version a request naming none gets: the pinned serving version, else the latest)
+_OWNER_AND_DEFAULT = select(Model.owner_id, func.coalesce(Model.serving_version, Model.latest_version)).where(
+    Model.id == bindparam("model_id"))
 #: Rows x parameters under which a cached prediction runs on the event loop (tens of microseconds of NumPy).
 INLINE_WORK = 2_000_000
 
@@ -180,7 +183,7 @@ INLINE_WORK = 2_000_000
 def cached_version(
     found: Any, cache: ModelCache, owner_id: str, model_id: str, version: int | None
 ) -> tuple[Served, int] | None:
-    """(served version, its number) when ``found`` = (owner id, latest version) of the model shows the request
+    """(served version, its number) when ``found`` = (owner id, default version) of the model shows the request
     is the owner's and the version is cached; None when the full path must decide (and report errors)."""
     if found is None or found[0] != owner_id:
         return None
@@ -211,7 +214,7 @@ def predict_fast(
     """The answer of :func:`predict` for a cached version (one single-row query on any database, no ORM
     session), or None when the full path must decide."""
     with db_engine.connect() as conn:
-        found = conn.execute(_OWNER_AND_LATEST, {"model_id": model_id}).first()
+        found = conn.execute(_OWNER_AND_DEFAULT, {"model_id": model_id}).first()
     hit = cached_version(found, cache, owner_id, model_id, version)
     if hit is None:
         return None
@@ -232,9 +235,9 @@ class SqliteReader:
         self._lock = threading.Lock()
         from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-        self._sql = str(_OWNER_AND_LATEST.compile(dialect=sqlite_dialect.dialect()))
+        self._sql = str(_OWNER_AND_DEFAULT.compile(dialect=sqlite_dialect.dialect()))
 
-    def owner_and_latest(self, model_id: str) -> Any:
+    def owner_and_default_version(self, model_id: str) -> Any:
         if not self._lock.acquire(False):  # in use (another loop thread): let the caller take the slow path
             import sqlite3
 

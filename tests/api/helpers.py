@@ -57,7 +57,7 @@ def run_job_in_process(session_factory, job_id: str, worker: str = "test-worker"
                 training_results.save_checkpoint(s, job_id, event.epoch, metrics, event.checkpoint(), worker=worker)
 
     net = engine.build(spec, seed=config.get("seed"))
-    history = net.fit(X, y, callbacks=[on_epoch], **fit_config(config))   # without the service's keys
+    history = net.fit(X, y, callbacks=[on_epoch], **fit_config(config, dataset))   # the engine's keys
     last = {k: v for k, v in history[-1].items() if k not in ("epoch", "grad_norms", "seconds")}
     with session_factory() as s, s.begin():
         return training_results.complete_job(s, job_id, net.to_bytes(), last, history=history, worker=worker)

@@ -66,6 +66,16 @@ def test_alembic_cli_config_works(tmp_path, monkeypatch):
         engine.dispose()
 
 
+def add_owner_and_model(conn) -> None:
+    """Owner 'o' and its model 'm', as every revision since 0001 stores them (for the data migrations' tests)."""
+    from sqlalchemy import text
+
+    conn.execute(text("INSERT INTO owners (id, name, created_at) VALUES ('o', 'o', CURRENT_TIMESTAMP)"))
+    conn.execute(text(
+        "INSERT INTO models (id, owner_id, name, input_shape, spec, summary, latest_version, created_at) "
+        "VALUES ('m', 'o', 'm', '[2]', '{}', '{}', 0, CURRENT_TIMESTAMP)"))
+
+
 def test_histories_move_to_job_epochs_and_back(empty_url):
     """0001 kept each job's history as one JSON value; 0002 moves it to one job_epochs row per epoch (a
     repeated epoch keeps its later row) and drops the column; downgrading folds the rows back."""
@@ -83,10 +93,7 @@ def test_histories_move_to_job_epochs_and_back(empty_url):
                {"epoch": 3, "loss": 0.5, "grad_norms": {"dense": 0.1}}]
     try:
         with engine.begin() as conn:
-            conn.execute(text("INSERT INTO owners (id, name, created_at) VALUES ('o', 'o', CURRENT_TIMESTAMP)"))
-            conn.execute(text(
-                "INSERT INTO models (id, owner_id, name, input_shape, spec, summary, latest_version, created_at) "
-                "VALUES ('m', 'o', 'm', '[2]', '{}', '{}', 0, CURRENT_TIMESTAMP)"))
+            add_owner_and_model(conn)
             for job_id, rows in (("j1", history), ("j2", [])):
                 conn.execute(text(
                     "INSERT INTO jobs (id, owner_id, model_id, status, config, epoch, epochs, history, attempts, "
@@ -105,5 +112,67 @@ def test_histories_move_to_job_epochs_and_back(empty_url):
             back = dict(conn.execute(text("SELECT id, history FROM jobs")).all())
         back = {k: v if isinstance(v, list) else json.loads(v) for k, v in back.items()}
         assert back == {"j1": [history[0], history[2], history[3]], "j2": []}
+    finally:
+        engine.dispose()
+
+
+def test_sweeps_migration_keeps_every_job_and_goes_back(empty_url):
+    """0004 adds the sweeps table and jobs.sweep_id / jobs.sweep_trial. SQLite can only add the foreign key by
+    rebuilding the jobs table: done with foreign keys off, so no job's history or checkpoints cascade away. The
+    foreign key then nulls a deleted sweep's jobs; downgrading (a second rebuild on SQLite) keeps every row too."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from service.migrate import alembic_config
+
+    cfg = alembic_config(empty_url)
+    command.upgrade(cfg, "0003")
+    engine = make_engine(empty_url)
+
+    def counts() -> tuple[int, int, int]:
+        with engine.connect() as conn:
+            return tuple(conn.execute(text(f"SELECT COUNT(*) FROM {t}")).scalar() for t in
+                         ("jobs", "job_epochs", "checkpoints"))
+
+    try:
+        with engine.begin() as conn:
+            add_owner_and_model(conn)
+            for job_id in ("j1", "j2"):
+                conn.execute(text(
+                    "INSERT INTO jobs (id, owner_id, model_id, status, config, epoch, epochs, attempts, max_attempts, "
+                    "cancel_requested, created_at) VALUES (:id, 'o', 'm', 'succeeded', '{}', 2, 2, 1, 3, false, "
+                    "CURRENT_TIMESTAMP)"), {"id": job_id})
+                for epoch in (1, 2):
+                    conn.execute(text("INSERT INTO job_epochs (job_id, epoch, row) VALUES (:j, :e, '{}')"),
+                                 {"j": job_id, "e": epoch})
+                conn.execute(text(
+                    "INSERT INTO checkpoints (id, job_id, epoch, metrics, is_best, size_bytes, data, created_at) "
+                    "VALUES (:id, :j, 2, '{}', true, 1, :data, CURRENT_TIMESTAMP)"),
+                    {"id": f"c-{job_id}", "j": job_id, "data": b"x"})
+        assert counts() == (2, 4, 2)
+
+        command.upgrade(cfg, "0004")
+        assert counts() == (2, 4, 2)
+        with engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO sweeps (id, owner_id, model_id, name, grid, config, objective, mode, created_at) "
+                "VALUES ('s', 'o', 'm', 's', '{}', '{}', 'loss', 'min', CURRENT_TIMESTAMP)"))
+            conn.execute(text("UPDATE jobs SET sweep_id = 's', sweep_trial = 0 WHERE id = 'j1'"))
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM sweeps WHERE id = 's'"))
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT sweep_id FROM jobs WHERE id = 'j1'")).scalar() is None
+        assert counts() == (2, 4, 2)
+
+        command.downgrade(cfg, "0003")
+        assert counts() == (2, 4, 2)
+        with engine.connect() as conn:
+            assert "sweeps" not in inspect(conn).get_table_names()
+            assert {"sweep_id", "sweep_trial"}.isdisjoint(c["name"] for c in inspect(conn).get_columns("jobs"))
+        with engine.begin() as conn:            # foreign keys still cascade after the rebuilds
+            conn.execute(text("DELETE FROM jobs WHERE id = 'j2'"))
+        assert counts() == (1, 2, 1)
+        command.upgrade(cfg, "head")
+        assert counts() == (1, 2, 1)
     finally:
         engine.dispose()

@@ -72,7 +72,11 @@ def test_every_operation_survives_fuzzing(app, client, auth, session_factory):
     m = make_model(client, auth)
     done = make_job(client, auth, m["id"], ds["id"], epochs=1)
     run_job_in_process(session_factory, done["id"])
-    real = {"dataset_id": ds["id"], "model_id": m["id"], "job_id": done["id"]}
+    sweep = client.post("/v1/sweeps", headers=auth, json={
+        "model_id": m["id"], "dataset_id": ds["id"], "config": {"loss": "categorical_crossentropy", "epochs": 1},
+        "grid": {"batch_size": [4, 8]}})
+    assert sweep.status_code == 202, sweep.text
+    real = {"dataset_id": ds["id"], "model_id": m["id"], "job_id": done["id"], "sweep_id": sweep.json()["id"]}
 
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     counts: dict[str, int] = {}

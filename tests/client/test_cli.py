@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backprop_client.cli import ProgressBar, build_parser, job_body
+from backprop_client.cli import ProgressBar, build_parser, job_body, sweep_body
 from tests.client.conftest import ROOT, LiveService
 
 XOR = "a,b,y\n" + "\n".join(f"{i % 2},{(i // 2) % 2},{'yes' if (i % 2) ^ ((i // 2) % 2) else 'no'}"
@@ -107,6 +107,17 @@ def test_a_cli_session(live, tmp_path):
     np.save(npy_rows, np.array([[0, 0], [1, 0]], dtype=np.float32))
     assert json.loads(run(live, "predict", model["id"], "--npy", str(npy_rows), "--json").stdout) == pred
 
+    # pin version 1 as the one served by default, then unpin
+    assert "latest version 2, serving 1" in run(live, "models", "serve", model["id"], "1").stdout
+    assert json.loads(run(live, "predict", model["id"], "--input", str(rows), "--json").stdout)["version"] == 1
+    assert "2, serving 1" in run(live, "models", "list").stdout
+    refused = run(live, "models", "serve", model["id"], check=False)
+    assert refused.returncode != 0 and "--latest" in refused.stderr
+    refused = run(live, "models", "serve", model["id"], "7", check=False)
+    assert refused.returncode != 0 and "no version 7" in refused.stderr
+    assert json.loads(run(live, "models", "serve", model["id"], "--latest", "--json").stdout)["serving_version"] is None
+    assert "xor-renamed  input" in run(live, "models", "rename", model["id"], "xor-renamed").stdout
+
     # export
     out_file = tmp_path / "model.npz"
     run(live, "export", model["id"], "--format", "npz", "-o", str(out_file))
@@ -124,6 +135,70 @@ def test_a_cli_session(live, tmp_path):
     carried = run(live, "jobs", "continue", new_id, "--epochs", "6").stdout
     assert f"carrying job {new_id} on from epoch 4 to 6" in carried
     assert "epoch 6/6" in run(live, "jobs", "watch", carried.split()[1].rstrip(":")).stderr
+
+
+def xor_dataset_and_model(live, tmp_path) -> tuple[dict, dict]:
+    """The XOR dataset and the MLP, each created through the CLI."""
+    data = tmp_path / "xor.csv"
+    data.write_text(XOR)
+    spec = tmp_path / "net.json"
+    spec.write_text(json.dumps(MLP))
+    ds = json.loads(run(live, "datasets", "upload", str(data), "--target", "y", "--json").stdout)
+    return ds, json.loads(run(live, "models", "create", str(spec), "--json").stdout)
+
+
+def test_train_with_class_weights(live, tmp_path):
+    ds, model = xor_dataset_and_model(live, tmp_path)
+    train = ["train", "--model", model["id"], "--dataset", ds["id"], "--loss", "categorical_crossentropy",
+             "--epochs", "2", "--no-wait", "--json"]
+    job = json.loads(run(live, *train, "--class-weight", '{"yes": 4}').stdout)
+    assert job["config"]["class_weight"] == {"yes": 4.0}
+    assert json.loads(run(live, *train, "--class-weight", "balanced").stdout)["config"]["class_weight"] == "balanced"
+    out = run(live, *train, "--class-weight", '{"maybe": 4}', check=False)      # the server names the label
+    assert out.returncode == 1 and "class_weight.maybe" in out.stderr and "Traceback" not in out.stderr
+    out = run(live, *train, "--class-weight", "yes=4", check=False)
+    assert out.returncode == 1 and "--class-weight takes balanced or a JSON object" in out.stderr
+
+
+def test_a_sweep_from_the_command_line(live, tmp_path):
+    ds, model = xor_dataset_and_model(live, tmp_path)
+    out = run(live, "sweep", "--model", model["id"], "--dataset", ds["id"], "--loss", "categorical_crossentropy",
+              "--epochs", "3", "--validation-split", "0.25", "--metric", "accuracy", "--objective", "val_accuracy",
+              "--grid", '{"optimizer.learning_rate": [0.01, 0.1], "batch_size": [8, 32]}', "--wait")
+    assert "4 trials queued, ranked by val_accuracy" in out.stderr and "4 succeeded" in out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[1] == "status   succeeded (4/4 trials ended)" and "higher is better" in lines[3]
+    header = lines[4].split()
+    assert header == ["BEST", "TRIAL", "PARAMS", "STATUS", "EPOCHS", "VAL_ACCURACY", "JOB"]
+    trials = lines[5:9]
+    assert [t.lstrip("* ").split()[0] for t in trials] == ["1", "2", "3", "4"]
+    assert 'optimizer.learning_rate=0.01  batch_size=8' in trials[0] and "succeeded" in trials[0]
+    assert sum(t.startswith("*") for t in trials) == 1 and lines[9].startswith("best: trial ")
+    sweep_id = lines[0].split()[1]
+    sweep = json.loads(run(live, "sweeps", "show", sweep_id, "--json").stdout)
+    best = [t["job_id"] for t in sweep["trials"]].index(sweep["best"]["job_id"])
+    assert trials[best].startswith("*") and sweep["trials"][0]["params"] == {"optimizer.learning_rate": 0.01,
+                                                                             "batch_size": 8}
+    # optimizer.* paths with no --optimizer tune adam, as train's --lr does
+    assert json.loads(run(live, "jobs", "show", sweep["best"]["job_id"], "--json").stdout
+                      )["config"]["optimizer"]["type"] == "adam"
+    assert sweep_id in run(live, "sweeps", "list", "--model", model["id"]).stdout
+    assert run(live, "sweeps", "show", sweep_id).stdout == out.stdout
+
+    queued = run(live, "sweep", "--model", model["id"], "--dataset", ds["id"], "--loss", "categorical_crossentropy",
+                 "--epochs", "10000", "--grid", '{"batch_size": [1, 2]}').stdout
+    queued_id = queued.split()[0]
+    refused = run(live, "sweeps", "delete", queued_id, check=False)
+    assert refused.returncode == 1 and "409" in refused.stderr and "cancel it first" in refused.stderr
+    cancelled = run(live, "sweeps", "cancel", queued_id).stdout
+    assert "status   " in cancelled
+    assert "deleted" in run(live, "sweeps", "delete", sweep_id).stdout
+    assert sweep_id not in run(live, "sweeps", "list").stdout
+    bad = run(live, "sweep", "--model", model["id"], "--dataset", ds["id"], "--loss", "categorical_crossentropy",
+              "--grid", '{"optimizer.learning_rate": [0.01, -1]}', check=False)
+    assert bad.returncode == 1 and "grid.optimizer.learning_rate.1" in bad.stderr and "Traceback" not in bad.stderr
+    bad = run(live, "sweep", "--model", model["id"], "--dataset", ds["id"], "--grid", "lr=0.1", check=False)
+    assert bad.returncode == 1 and "--grid takes a JSON object" in bad.stderr
 
 
 def test_errors_are_messages_not_tracebacks(live, tmp_path):
@@ -150,7 +225,8 @@ def test_the_backprop_command_has_the_user_commands(live):
     out = run(live, "models", "list", "--json", module="service.cli")
     assert "items" in json.loads(out.stdout)
     helptext = run(live, "--help", module="service.cli").stdout
-    for command in ("datasets", "models", "train", "jobs", "predict", "evaluate", "export", "up", "keys"):
+    for command in ("datasets", "models", "train", "jobs", "sweep", "sweeps", "predict", "evaluate", "export", "up",
+                    "keys"):
         assert command in helptext
 
 
@@ -163,6 +239,17 @@ def test_parsing_and_progress_rendering():
                               "optimizer": {"type": "adam", "learning_rate": 0.1}}
     args = build_parser().parse_args(["train", "--model", "m", "--dataset", "d", "--validation-dataset", "v"])
     assert job_body(args) == {"model_id": "m", "dataset_id": "d", "validation_dataset_id": "v"}
+    for text, weights in (("balanced", "balanced"), ('{"yes": 5, "1": 0.5}', {"yes": 5, "1": 0.5})):
+        args = build_parser().parse_args(["train", "--model", "m", "--dataset", "d", "--class-weight", text])
+        assert job_body(args) == {"model_id": "m", "dataset_id": "d", "class_weight": weights}
+    args = build_parser().parse_args(["sweep", "--model", "m", "--dataset", "d", "--epochs", "5", "--grid",
+                                      '{"optimizer.learning_rate": [0.1, 1]}', "--objective", "val_accuracy"])
+    assert sweep_body(args) == {"model_id": "m", "dataset_id": "d", "config": {"epochs": 5, "optimizer": "adam"},
+                                "grid": {"optimizer.learning_rate": [0.1, 1]}, "objective": "val_accuracy"}
+    args = build_parser().parse_args(["sweep", "--model", "m", "--dataset", "d", "--optimizer", "sgd", "--mode",
+                                      "min", "--grid", '{"batch_size": [8]}', "--wait"])
+    assert sweep_body(args) == {"model_id": "m", "dataset_id": "d", "config": {"optimizer": {"type": "sgd"}},
+                                "grid": {"batch_size": [8]}, "mode": "min"} and args.wait
     with pytest.raises(SystemExit):
         build_parser().parse_args(["predict", "m"])  # --input or --csv
 

@@ -138,6 +138,68 @@ def test_round_trip(live, tmp_path):
     assert err.value.status == 401
 
 
+def test_class_weights_by_label(live):
+    with Client(live.url, live.key) as bp:
+        words = bp.upload_csv(io.BytesIO(XOR.encode()), target="y", name="class-weights")
+        model = bp.create_model(MLP, name="class-weights-net")
+        job = bp.create_job(model["id"], words["id"], loss="categorical_crossentropy", epochs=2,
+                            class_weight={"yes": np.float32(3), "no": 1})
+        assert job["config"]["class_weight"] == {"yes": 3.0, "no": 1.0}
+        assert bp.wait(job["id"], timeout=30)["status"] == "succeeded"
+        # number labels travel as strings that the server reads by value: 1 is the class 1
+        numbers = bp.create_dataset("numbers", [[0, 0], [0, 1], [1, 0], [1, 1]] * 5, [0, 1, 1, 0] * 5)
+        assert numbers["classes"] == [0, 1]
+        job = bp.create_job(model["id"], numbers["id"], {"loss": "categorical_crossentropy"},
+                            class_weight={np.int64(1): 2.5})
+        assert job["config"]["class_weight"] == {"1": 2.5}
+        balanced = bp.create_job(model["id"], numbers["id"], loss="categorical_crossentropy", class_weight="balanced")
+        assert balanced["config"]["class_weight"] == "balanced"
+        with pytest.raises(ApiError) as err:
+            bp.create_job(model["id"], words["id"], loss="categorical_crossentropy", class_weight={"maybe": 2})
+        assert err.value.status == 422 and err.value.errors[0]["loc"] == ["body", "class_weight", "maybe"]
+
+
+def test_a_sweep_with_the_client(live):
+    with Client(live.url, live.key) as bp:
+        ds = bp.upload_csv(io.BytesIO(XOR.encode()), target="y", name="sweep-data")
+        model = bp.create_model(MLP, name="sweep-net")
+        sweep = bp.create_sweep(model["id"], ds["id"], {"optimizer.learning_rate": [0.01, 0.1], "batch_size": [8, 32]},
+                                objective="val_accuracy", name="lr x batch", loss="categorical_crossentropy",
+                                optimizer="adam", epochs=4, validation_split=0.25, metrics=["accuracy"],
+                                class_weight={np.str_("yes"): np.float32(2)})
+        assert (sweep["name"], sweep["status"], sweep["mode"]) == ("lr x batch", "running", "max")
+        assert sweep["config"]["class_weight"] == {"yes": 2.0}
+        assert [t["params"] for t in sweep["trials"]] == [{"optimizer.learning_rate": lr, "batch_size": bs}
+                                                          for lr in (0.01, 0.1) for bs in (8, 32)]
+        done = bp.wait_sweep(sweep["id"], timeout=60)
+        assert done["status"] == "succeeded" and [t["status"] for t in done["trials"]] == ["succeeded"] * 4
+        scores = [bp.get_job(t["job_id"])["history"][-1]["val_accuracy"] for t in done["trials"]]
+        assert [t["objective"] for t in done["trials"]] == scores
+        assert done["best"] == done["trials"][scores.index(max(scores))]
+        assert bp.predict(model["id"], [[0, 1]], version=done["best"]["result_version"])["predictions"][0] in \
+            ("yes", "no")
+        assert [s["id"] for s in bp.list_sweeps(model_id=model["id"])["items"]] == [sweep["id"]]
+        assert bp.cancel_sweep(sweep["id"])["status"] == "succeeded"       # nothing left to cancel
+
+        with pytest.raises(TimeoutError):
+            slow = bp.create_sweep(model["id"], ds["id"], {"batch_size": [1]}, loss="categorical_crossentropy",
+                                   epochs=10_000)
+            bp.wait_sweep(slow["id"], timeout=0.5, poll_s=0.1)
+        with pytest.raises(ApiError) as err:
+            bp.delete_sweep(slow["id"])
+        assert err.value.status == 409
+        bp.cancel_sweep(slow["id"])
+        assert bp.wait_sweep(slow["id"], timeout=30)["status"] == "cancelled"
+        bp.delete_sweep(slow["id"])
+        with pytest.raises(ApiError) as err:
+            bp.get_sweep(slow["id"])
+        assert err.value.status == 404
+        with pytest.raises(ApiError) as err:
+            bp.create_sweep(model["id"], ds["id"], {"optimizer.learning_rate": [0.01, -1]}, optimizer="adam",
+                            loss="categorical_crossentropy")
+        assert err.value.status == 422 and err.value.errors[0]["loc"] == ["body", "grid", "optimizer.learning_rate", 1]
+
+
 def test_events_resume_after_a_dropped_connection():
     """The connection drops after two events: the client reconnects with Last-Event-ID and sees each once."""
     stream = [

@@ -234,6 +234,41 @@ def test_model_summary_versions_and_predictions(browser, live, world, screenshot
     assert "row" in message.lower()
 
 
+def test_model_view_pins_the_serving_version(browser, live, world) -> None:
+    """A second version appears; "Serve" on the first pins it (the API then predicts with it by default), and
+    "Unpin" hands serving back to the latest."""
+    from selenium.webdriver.common.by import By
+
+    auth = world["auth"]
+    with httpx.Client(base_url=live.url, timeout=30) as client:
+        model = make_model(client, auth, SPEC, name="pinned blobs")
+        for epochs in (2, 3):
+            job = make_job(client, auth, model["id"], world["dataset"]["id"], epochs=epochs, batch_size=32)
+            assert run_job_in_process(live.session_factory, job["id"]) is not None
+    open_signed_in(browser, live, world["key"], f"model/{model['id']}")
+    badge = "return document.getElementById('model-version').textContent"
+    wait_for(browser, f"{badge} === 'latest v2'", what="two versions")
+
+    def serving_cells():
+        return browser.execute_script("return [...document.querySelectorAll('#model-versions tbody tr')].map("
+                                      "r => [r.dataset.version, r.querySelector('td.serving').textContent])")
+
+    assert serving_cells() == [["2", "serving (latest)"], ["1", "Serve"]]
+    browser.find_element(By.CSS_SELECTOR, "#model-versions tr[data-version='1'] td.serving button").click()
+    wait_for(browser, f"{badge} === 'latest v2 · serving v1'", what="the pin")
+    assert serving_cells() == [["2", "Serve"], ["1", "serving (pinned) Unpin"]]
+    with httpx.Client(base_url=live.url, timeout=10) as client:
+        assert client.get(f"/v1/models/{model['id']}", headers=auth).json()["serving_version"] == 1
+        answer = client.post(f"/v1/models/{model['id']}/predict", headers=auth, json={"inputs": [[0.0, 0.0]]})
+        assert answer.json()["version"] == 1
+    selected = "return document.getElementById('predict-version').selectedOptions[0].text"
+    assert browser.execute_script(selected) == "v1 (serving)"
+    browser.find_element(By.CSS_SELECTOR, "#model-versions tr[data-version='1'] td.serving button").click()
+    wait_for(browser, f"{badge} === 'latest v2'", what="the pin removed")
+    with httpx.Client(base_url=live.url, timeout=10) as client:
+        assert client.get(f"/v1/models/{model['id']}", headers=auth).json()["serving_version"] is None
+
+
 def test_model_view_evaluates_on_a_dataset(browser, live, world, screenshot_dir) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select

@@ -4,12 +4,14 @@ Each test runs against ``svc``: first the embedded service (``backprop up``), th
 one (uvicorn + ``backprop worker`` on PostgreSQL and Redis)."""
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
 import pytest
 
-from procs import (FIT, NAMES, assert_same_weights, create_model, digits, get_job,
+import engine
+from procs import (FIT, MLP, NAMES, assert_same_weights, create_model, digits, get_job,
                    start_job, upload_held_out_digits, wait_job, weights)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -136,6 +138,46 @@ def test_a_continued_job_equals_one_longer_job(svc):
     assert rows(continued)[:10] == rows(first)
     assert_same_weights(weights(svc, model_id, continued["result_version"]),
                         weights(svc, model_id, reference["result_version"]))
+
+
+def test_class_weights_by_label_reach_the_worker_and_a_continued_job(svc):
+    """class_weight keyed by the digits dataset's own labels ("nine"...): a real worker trains with them (its history
+    is not the unweighted job's), they land on the right classes (the first epoch's loss is an in-process fit's
+    given the engine's class indices: the labels are stored sorted, so "nine" is class 3, not 9), and a continued
+    weighted job equals one longer weighted job."""
+    by_label = {"nine": 4.0, "one": 0.25}
+    model_id = create_model(svc)
+    plain = wait_job(svc, start_job(svc, model_id, epochs=3))
+    weighted = wait_job(svc, start_job(svc, model_id, epochs=3, class_weight=by_label))
+    assert weighted["status"] == "succeeded", (weighted["error"], svc.log_tail())
+    assert weighted["config"]["class_weight"] == by_label
+    assert [r["loss"] for r in weighted["history"]] != [r["loss"] for r in plain["history"]]
+
+    X, y, _, _ = digits()
+    index = {name: i for i, name in enumerate(sorted(NAMES))}
+    labels = np.array([index[NAMES[d]] for d in y])
+
+    def first_loss(class_weight):
+        fit = {**FIT, "epochs": 1, "class_weight": class_weight}
+        return engine.build(MLP, seed=FIT["seed"]).fit(X, labels, **fit)[0]["loss"]
+
+    # to float32 rounding: the worker's BLAS may use another thread count than this process
+    assert math.isclose(weighted["history"][0]["loss"], first_loss({"3": 4.0, "4": 0.25}), rel_tol=1e-5)
+    assert not math.isclose(weighted["history"][0]["loss"], first_loss({"9": 4.0, "1": 0.25}), rel_tol=1e-3)
+
+    r = svc.client.post(f"/v1/jobs/{weighted['id']}/continue", json={"epochs": 5})
+    assert r.status_code == 202, r.text
+    continued = wait_job(svc, r.json()["id"])
+    longer = wait_job(svc, start_job(svc, model_id, epochs=5, class_weight=by_label))
+    assert continued["status"] == longer["status"] == "succeeded", (continued["error"], svc.log_tail())
+    assert continued["config"]["class_weight"] == by_label
+
+    def rows(job):
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in job["history"]]
+
+    assert rows(continued) == rows(longer)
+    assert_same_weights(weights(svc, model_id, continued["result_version"]),
+                        weights(svc, model_id, longer["result_version"]))
 
 
 def test_killed_worker_job_is_requeued_and_resumes_bit_identical(svc):

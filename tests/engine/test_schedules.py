@@ -15,7 +15,8 @@ from engine import optimizers, schedules
 from engine.errors import ConfigError
 from tests.engine.test_optimizers import (CURVATURE, NOISE, SCALES, SEGMENTS, SHAPES, STEPS, TARGET, W0,
                                           gradient)
-from tests.engine.test_training import ALL_FEATURES, XS, YS, fit_config, same_weights, strip_seconds
+from tests.engine.test_training import (ALL_FEATURES, XS, YS, checkpoint_of_a_fit_stopped_after, fit_config,
+                                        same_weights, strip_seconds)
 
 STEP_RANGE = np.arange(0, 400)
 
@@ -230,16 +231,8 @@ def test_resume_and_carry_on_are_bit_identical_with_a_schedule(rate):
                      early_stopping={"patience": 10, "restore_best_weights": True})
     full = engine.build(ALL_FEATURES, seed=5)
     history = full.fit(XS, YS, **{**cfg, "epochs": 6})
-
-    saved = {}
-
-    def stop_after_two(event):
-        if event.epoch == 2:
-            saved["bytes"] = event.checkpoint()
-            event.stop()
-
-    engine.build(ALL_FEATURES, seed=5).fit(XS, YS, callbacks=[stop_after_two], **cfg)
-    resumed, resumed_history = engine.resume(saved["bytes"], XS, YS, epochs=6)
+    checkpoint = checkpoint_of_a_fit_stopped_after(2, ALL_FEATURES, 5, XS, YS, cfg)
+    resumed, resumed_history = engine.resume(checkpoint, XS, YS, epochs=6)
     assert same_weights(full, resumed)
     assert strip_seconds(resumed_history) == strip_seconds(history)
     assert len({row["learning_rate"] for row in history}) > 1    # the schedule moved the rate within the fit

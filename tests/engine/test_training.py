@@ -45,6 +45,19 @@ def fit_config(**kw):
     return cfg
 
 
+def checkpoint_of_a_fit_stopped_after(epoch, spec, seed, X, y, cfg) -> bytes:
+    """The checkpoint of a fit of ``cfg`` stopped by its callback right after ``epoch`` (a worker killed there)."""
+    saved = {}
+
+    def stop(event):
+        if event.epoch == epoch:
+            saved["bytes"] = event.checkpoint()
+            event.stop()
+
+    assert len(engine.build(spec, seed=seed).fit(X, y, callbacks=[stop], **cfg)) == epoch
+    return saved["bytes"]
+
+
 def test_same_seed_same_weights():
     a, b = engine.build(ALL_FEATURES, seed=3), engine.build(ALL_FEATURES, seed=3)
     ha, hb = a.fit(XS, YS, **fit_config()), b.fit(XS, YS, **fit_config())
@@ -60,17 +73,8 @@ def test_resume_is_bit_identical(optimizer):
                      early_stopping={"patience": 10, "restore_best_weights": True})
     full = engine.build(ALL_FEATURES, seed=5)
     history = full.fit(XS, YS, **cfg)
-
-    saved = {}
-
-    def stop_after_two(event):
-        if event.epoch == 2:
-            saved["bytes"] = event.checkpoint()
-            event.stop()
-
-    part = engine.build(ALL_FEATURES, seed=5)
-    assert len(part.fit(XS, YS, callbacks=[stop_after_two], **cfg)) == 2
-    resumed, resumed_history = engine.resume(saved["bytes"], XS, YS)
+    checkpoint = checkpoint_of_a_fit_stopped_after(2, ALL_FEATURES, 5, XS, YS, cfg)
+    resumed, resumed_history = engine.resume(checkpoint, XS, YS)
     assert same_weights(full, resumed)
     assert strip_seconds(resumed_history) == strip_seconds(history)
     assert np.array_equal(full.predict(XS), resumed.predict(XS))

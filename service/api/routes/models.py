@@ -9,7 +9,7 @@ from service.api.deps import ModelCacheDep, OwnerDep, PageDep, SessionDep, Setti
 from service.api.downloads import attachment, file_responses
 from service.errors import problem_responses
 from service.schemas.common import Page
-from service.schemas.models import ExportFormat, ModelCreate, ModelOut, VersionOut
+from service.schemas.models import ExportFormat, ModelCreate, ModelOut, ModelUpdate, VersionOut
 from service.services import models as service
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -31,6 +31,12 @@ def list_models(session: SessionDep, owner: OwnerDep, page: PageDep) -> Page[Mod
 @router.get("/{model_id}", response_model=ModelOut, responses=problem_responses(401, 404))
 def get_model(model_id: str, session: SessionDep, owner: OwnerDep) -> ModelOut:
     return ModelOut.from_row(service.get(session, owner, model_id))
+
+
+@router.patch("/{model_id}", response_model=ModelOut, responses=problem_responses(401, 404, 422))
+def update_model(model_id: str, body: ModelUpdate, session: SessionDep, owner: OwnerDep) -> ModelOut:
+    """Rename the model, or pin the version it serves by default (``serving_version``; null unpins)."""
+    return ModelOut.from_row(service.update(session, owner, model_id, body.model_dump(exclude_unset=True)))
 
 
 @router.delete(
@@ -61,7 +67,8 @@ def export_model(
     session: SessionDep,
     owner: OwnerDep,
     format: Annotated[ExportFormat, Query(description="npz, keras or onnx")] = "npz",
-    version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+    version: Annotated[int | None, Query(ge=1, le=2**31 - 1, description="default: the serving version, else "
+                                                                          "the latest")] = None,
 ) -> Response:
     content, media_type, filename = service.export(session, owner, model_id, format, version)
     return Response(content, media_type=media_type, headers=attachment(filename))

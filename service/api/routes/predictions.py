@@ -21,8 +21,8 @@ router = APIRouter(prefix="/v1/models", tags=["predictions"])
 
 VersionQuery = Annotated[int | None, Query(
     ge=1, le=2**31 - 1,
-    description="The version to use (default: the latest). A JSON body may carry it as `version` instead; "
-                "a .npy body can only take it here.")]
+    description="The version to use (default: the model's serving version, else the latest). A JSON body may "
+                "carry it as `version` instead; a .npy body can only take it here.")]
 
 
 def _predict(request: Request, owner: str, model_id: str, inputs: Rows, version: int | None) -> bytes:
@@ -67,7 +67,7 @@ async def _predict_rows(request: Request, model_id: str, owner: str, inputs: Row
     reader = service.sqlite_reader(state)
     if reader is not None:
         try:
-            found = reader.owner_and_latest(model_id)
+            found = reader.owner_and_default_version(model_id)
         except sqlite3.Error:  # locked or busy: the threadpool path waits instead
             found = None
         hit = service.cached_version(found, state.model_cache, owner, model_id, version)

@@ -59,6 +59,8 @@ export const getJob = (id) => api(`v1/jobs/${enc(id)}`);
 export const cancelJob = (id) => api(`v1/jobs/${enc(id)}/cancel`, { method: "POST" });
 export const listModels = (limit = 200) => api(`v1/models?limit=${limit}`);
 export const getModel = (id) => api(`v1/models/${enc(id)}`);
+export const setServingVersion = (id, version) =>
+  api(`v1/models/${enc(id)}`, { method: "PATCH", body: { serving_version: version } });
 export const listVersions = (id) => api(`v1/models/${enc(id)}/versions?limit=100`);
 export const listDatasets = (limit = 200) => api(`v1/datasets?limit=${limit}`);
 export const evaluate = (id, datasetId, version) =>

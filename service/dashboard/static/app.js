@@ -590,8 +590,12 @@ async function showModel(id) {
   $("model-view").dataset.modelId = model.id;
   $("model-title").textContent = model.name;
   $("model-subtitle").textContent = `${model.id} · created ${when(model.created_at)}`;
+  // the version a request naming none gets: the pinned one, else the latest
+  const served = model.serving_version ?? model.latest_version;
+  const pinned = model.serving_version != null;
   $("model-version").className = `badge ${model.latest_version ? "succeeded" : ""}`;
-  $("model-version").textContent = model.latest_version ? `latest v${model.latest_version}` : "untrained";
+  $("model-version").textContent = !model.latest_version ? "untrained"
+    : `latest v${model.latest_version}${pinned ? ` · serving v${served}` : ""}`;
 
   const s = model.summary;
   $("model-summary").tBodies[0].replaceChildren(
@@ -614,7 +618,8 @@ async function showModel(id) {
     ...versions.items.map((v) =>
       h("tr", { dataset: { version: v.version } }, h("td", {}, `v${v.version}`),
         h("td", {}, v.job_id ? h("a", { class: "mono", onclick: () => go(`job/${v.job_id}`) }, short(v.job_id)) : "–"),
-        h("td", {}, metricText(v.metrics)), h("td", {}, when(v.created_at))),
+        h("td", {}, metricText(v.metrics)), h("td", {}, when(v.created_at)),
+        h("td", { class: "serving" }, ...servingCell(model, v.version, served, pinned))),
     ),
   );
   $("versions-empty").hidden = versions.items.length > 0;
@@ -622,8 +627,10 @@ async function showModel(id) {
 
   const select = $("predict-version");
   select.replaceChildren(
-    ...versions.items.map((v) => h("option", { value: v.version }, `v${v.version}${v.version === model.latest_version ? " (latest)" : ""}`)),
+    ...versions.items.map((v) =>
+      h("option", { value: v.version }, `v${v.version}${v.version === served ? " (serving)" : ""}`)),
   );
+  if (served) select.value = served;   // try what the API serves by default
   $("predict-button").disabled = versions.items.length === 0;
   const features = featureNames(versions.items[0]);
   $("predict-hint").textContent = features ? `features: ${features.join(", ")}` : "";
@@ -646,6 +653,22 @@ async function showModel(id) {
   );
   if (datasets.some((d) => d.id === chosen)) $("evaluate-dataset").value = chosen;
   $("evaluate-button").disabled = versions.items.length === 0 || datasets.length === 0;
+}
+
+// The serving column of one version's row: what it is, and the button that changes it.
+function servingCell(model, version, served, pinned) {
+  const pin = (to) => async () => {
+    try {
+      await api.setServingVersion(model.id, to);
+      await showModel(model.id);
+    } catch (err) {
+      if (!handleError(err)) $("placeholder").textContent = err.message;
+    }
+  };
+  if (version !== served) return [h("button", { type: "button", class: "small", onclick: pin(version) }, "Serve")];
+  if (!pinned) return [h("span", { class: "badge succeeded" }, "serving (latest)")];
+  return [h("span", { class: "badge succeeded" }, "serving (pinned)"), " ",
+    h("button", { type: "button", class: "small", onclick: pin(null) }, "Unpin")];
 }
 
 function featureNames(version) {
