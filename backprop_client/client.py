@@ -345,11 +345,13 @@ class Client:
         return cast(Job, self._json("GET", f"/v1/jobs/{job_id}", params=params))
 
     def list_jobs(
-        self, *, status: str | None = None, model_id: str | None = None, limit: int = 50, offset: int = 0,
-        history_tail: int | None = None,
+        self, *, status: str | None = None, model_id: str | None = None, sweep_id: str | None = None,
+        limit: int = 50, offset: int = 0, history_tail: int | None = None,
     ) -> Page[Job]:
-        """``history_tail``: only the last that many rows of each job's history (default: all)."""
-        params = self._page(limit, offset, status=status, model_id=model_id, history_tail=history_tail)
+        """``history_tail``: only the last that many rows of each job's history (default: all); ``sweep_id``:
+        only that sweep's trials."""
+        params = self._page(limit, offset, status=status, model_id=model_id, sweep_id=sweep_id,
+                            history_tail=history_tail)
         return cast(Page[Job], self._json("GET", "/v1/jobs", params=params))
 
     def cancel_job(self, job_id: str) -> Job:

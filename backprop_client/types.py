@@ -101,6 +101,7 @@ class Job(TypedDict):
     error: JobError | None
     attempts: int
     cancel_requested: NotRequired[bool]
+    sweep_id: NotRequired[str | None]
     created_at: str
     started_at: str | None
     finished_at: str | None

@@ -265,6 +265,9 @@ class Model:
         self.standardization: tuple[np.ndarray, np.ndarray] | None = None   # (mean, std), flat
         self.fit_config: dict | None = None
         self.history: list[dict] = []
+        # the epoch whose weights the model holds after a fit: the last one, or the best one early stopping's
+        # restore_best_weights handed back (its history row describes the weights that serve)
+        self.weights_epoch: int | None = None
         self._reg: list = []
         self._plan = None
         self._grad_bufs: dict = {}

@@ -328,6 +328,7 @@ class _Trainer:
             row["seconds"] = time.perf_counter() - t0
             row = {k: (v if isinstance(v, (int, dict)) else float(v)) for k, v in row.items()}
             self.history.append(row)
+            model.weights_epoch = epoch
             if self.plateau is not None:
                 self._reduce_on_plateau(row)
             stop = self.es is not None and self._early_stopping(epoch, row)
@@ -344,6 +345,7 @@ class _Trainer:
                 return self.history
         if self.es is not None and self.best_weights is not None and cfg["early_stopping"]["restore_best_weights"]:
             model.set_weights(self.best_weights)
+            model.weights_epoch = self.es["best_epoch"]
         model._plan = None
         return self.history
 

@@ -150,6 +150,13 @@ def row_metrics(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if k not in NON_METRIC_KEYS}
 
 
+def version_metrics(history: list[dict[str, Any]], weights_epoch: int | None) -> dict[str, Any]:
+    """A new version's metrics: the history row of the epoch whose weights it holds (``Model.weights_epoch``:
+    the best epoch when early stopping restored its weights, else the last), so that they describe what serves."""
+    row = next((r for r in history if r.get("epoch") == weights_epoch), history[-1] if history else {})
+    return row_metrics(row)
+
+
 def worker_token() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -347,11 +354,10 @@ class Store:
         return True, bool(row.cancel_requested)
 
     def complete(
-        self, c: Claim, ds: DatasetInfo, model_bytes: bytes, history: list[dict[str, Any]]
+        self, c: Claim, ds: DatasetInfo, model_bytes: bytes, history: list[dict[str, Any]], metrics: dict[str, Any]
     ) -> int | None:
         """The new model version and ``succeeded``, in ONE transaction. Returns the version, or None
         when this worker no longer owns the job."""
-        metrics = row_metrics(history[-1]) if history else {}
         with self.sf() as s, s.begin():
             return tr.complete_job(s, c.job_id, model_bytes, metrics, history=history,
                                    worker=c.token)
@@ -738,7 +744,8 @@ def _train(store: Store, claim: Claim, monitor: Monitor) -> str:
         return _hand_back(store, claim, clock["checkpointed"])
     model_bytes = model.to_bytes()
     history = jsonable(list(history))
-    version = _complete_with_retry(store, claim, ds, model_bytes, history)
+    metrics = version_metrics(history, model.weights_epoch)
+    version = _complete_with_retry(store, claim, ds, model_bytes, history, metrics)
     if version is None:
         return "lost"
     log.info("job %s: succeeded, version %d", job_id, version)
@@ -762,13 +769,14 @@ def _hand_back(store: Store, claim: Claim, checkpointed: int) -> str:
 
 
 def _complete_with_retry(
-    store: Store, claim: Claim, ds: DatasetInfo, model_bytes: bytes, history: list[dict[str, Any]]
+    store: Store, claim: Claim, ds: DatasetInfo, model_bytes: bytes, history: list[dict[str, Any]],
+    metrics: dict[str, Any],
 ) -> int | None:
     # Two jobs of one model finishing at once can race for the same version number on SQLite
     # (PostgreSQL serializes them on the model row lock); the loser retries with the next number.
     for attempt in range(5):
         try:
-            return db_retry(lambda: store.complete(claim, ds, model_bytes, history),
+            return db_retry(lambda: store.complete(claim, ds, model_bytes, history, metrics),
                             what=f"complete {claim.job_id}")
         except sa_exc.IntegrityError:
             if attempt == 4:

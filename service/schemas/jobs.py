@@ -88,6 +88,7 @@ class JobOut(ORMModel):
     error: JobError | None
     attempts: int
     cancel_requested: bool
+    sweep_id: str | None = Field(default=None, description="The sweep this job is a trial of, if any.")
     created_at: UTCDateTime
     started_at: UTCDateTime | None
     finished_at: UTCDateTime | None
@@ -109,6 +110,7 @@ class JobOut(ORMModel):
             error=row.error,
             attempts=row.attempts,
             cancel_requested=bool(row.cancel_requested),
+            sweep_id=row.sweep_id,
             created_at=row.created_at,
             started_at=row.started_at,
             finished_at=row.finished_at,

@@ -139,7 +139,8 @@ def validate(session: Session, settings: Settings, owner_id: str, body: Any) -> 
     try:
         check_targets(dataset.task, n_targets, loss, n_outputs)
     except TargetMismatch as exc:
-        raise Invalid(f"loss {loss_name} cannot train this model on this dataset: {exc}", loc=["body", "loss"]) from None
+        raise Invalid(f"loss {loss_name} cannot train this model on this dataset: {exc}",
+                      loc=["body", "loss"]) from None
     vs = float(config.get("validation_split") or 0.0)
     if math.floor(dataset.n_samples * (1.0 - vs)) < 1:
         raise Invalid(
@@ -242,12 +243,15 @@ def list_(
     offset: int,
     status: str | None = None,
     model_id: str | None = None,
+    sweep_id: str | None = None,
 ) -> tuple[list[Job], int]:
     where = [Job.owner_id == owner_id]
     if status is not None:
         where.append(Job.status == status)
     if model_id is not None:
         where.append(Job.model_id == model_id)
+    if sweep_id is not None:
+        where.append(Job.sweep_id == sweep_id)
     return page(session, Job, where, [Job.created_at.desc(), Job.id.desc()], limit, offset)
 
 

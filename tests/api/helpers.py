@@ -35,7 +35,7 @@ def make_job(client, auth, model_id: str, dataset_id: str, **config) -> dict[str
 def run_job_in_process(session_factory, job_id: str, worker: str = "test-worker") -> int | None:
     """What a worker does, with the service-layer functions: claim, fit, record, complete."""
     import engine
-    from workers.runner import fit_config
+    from workers.runner import fit_config, version_metrics
 
     with session_factory() as s, s.begin():
         if not training_results.claim_job(s, job_id, worker):
@@ -58,6 +58,6 @@ def run_job_in_process(session_factory, job_id: str, worker: str = "test-worker"
 
     net = engine.build(spec, seed=config.get("seed"))
     history = net.fit(X, y, callbacks=[on_epoch], **fit_config(config, dataset))   # the engine's keys
-    last = {k: v for k, v in history[-1].items() if k not in ("epoch", "grad_norms", "seconds")}
+    metrics = version_metrics(history, net.weights_epoch)
     with session_factory() as s, s.begin():
-        return training_results.complete_job(s, job_id, net.to_bytes(), last, history=history, worker=worker)
+        return training_results.complete_job(s, job_id, net.to_bytes(), metrics, history=history, worker=worker)

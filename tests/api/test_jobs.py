@@ -268,3 +268,19 @@ def test_one_job_can_carry_only_the_tail_of_its_history(client, auth, session_fa
     assert len(got(history_tail=10**6)["history"]) == 30
     r = client.get(f"/v1/jobs/{jid}", headers=auth, params={"history_tail": "x"})
     assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["query", "history_tail"]
+
+
+def test_a_version_restored_by_early_stopping_carries_its_epochs_metrics(client, auth, session_factory):
+    """A version's metrics are the history row of the epoch whose weights it holds: the best one when early
+    stopping restored its weights, not the last."""
+    ds, m = make_dataset(client, auth, XOR), make_model(client, auth)
+    job = make_job(client, auth, m["id"], ds["id"], epochs=12, validation_split=0.3, metrics=["accuracy"],
+                   optimizer={"type": "adam", "learning_rate": 1.0}, seed=3,
+                   early_stopping={"patience": 12, "restore_best_weights": True})
+    run_job_in_process(session_factory, job["id"])
+    history = client.get(f"/v1/jobs/{job['id']}", headers=auth).json()["history"]
+    val_losses = [row["val_loss"] for row in history]
+    best = history[val_losses.index(min(val_losses))]
+    assert best["epoch"] < len(history)
+    metrics = client.get(f"/v1/models/{m['id']}/versions", headers=auth).json()["items"][0]["metrics"]
+    assert metrics == {k: v for k, v in best.items() if k not in ("epoch", "grad_norms", "seconds", "learning_rate")}

@@ -237,8 +237,8 @@ def test_best_and_status_rules():
 
 
 def test_with_restored_best_weights_the_objective_is_the_restored_epochs(client, auth, session_factory):
-    """A version's metrics are its job's last epoch, but early stopping with restore_best_weights hands back an
-    earlier epoch's weights: the trial's objective is that epoch's. Here no epoch improves on the third by
+    """Early stopping with restore_best_weights hands back an earlier epoch's weights: the version's metrics, and
+    so the trial's objective, are that epoch's, not the last one's. Here no epoch improves on the third by
     min_delta, so the third epoch's weights are the version's (evaluate on the held-out rows agrees)."""
     ds, m = make_dataset(client, auth, XOR), make_model(client, auth)
     held_out = make_dataset(client, auth, XOR_VALIDATION)
@@ -254,7 +254,7 @@ def test_with_restored_best_weights_the_objective_is_the_restored_epochs(client,
         history = client.get(f"/v1/jobs/{trial['job_id']}", headers=auth).json()["history"]
         assert [row["epoch"] for row in history] == [1, 2, 3, 4, 5, 6]
         assert trial["objective"] == history[2]["val_loss"]
-        assert metrics[trial["result_version"]]["val_loss"] == history[-1]["val_loss"] != trial["objective"]
+        assert metrics[trial["result_version"]]["val_loss"] == trial["objective"] != history[-1]["val_loss"]
         r = client.post(f"/v1/models/{m['id']}/evaluate", headers=auth,
                         json={"dataset_id": held_out["id"], "version": trial["result_version"]})
         assert r.status_code == 200, r.text
@@ -369,3 +369,19 @@ def test_max_sweep_trials_is_a_setting_read_from_the_environment(monkeypatch):
     monkeypatch.setenv("BACKPROP_MAX_SWEEP_TRIALS", "0")
     with pytest.raises(ValidationError, match="max_sweep_trials"):
         Settings()
+
+
+def test_a_sweeps_trials_are_jobs_that_name_it(client, auth, session_factory):
+    ds, m = make_dataset(client, auth, XOR), make_model(client, auth)
+    make_job(client, auth, m["id"], ds["id"])                              # a job of no sweep
+    sweep = make_sweep(client, auth, m["id"], ds["id"], {"batch_size": [4, 8]})
+    listed = client.get(f"/v1/jobs?sweep_id={sweep['id']}", headers=auth).json()
+    assert listed["total"] == 2
+    assert sorted(j["id"] for j in listed["items"]) == sorted(t["job_id"] for t in sweep["trials"])
+    assert {j["sweep_id"] for j in listed["items"]} == {sweep["id"]}
+    assert client.get(f"/v1/jobs/{sweep['trials'][0]['job_id']}", headers=auth).json()["sweep_id"] == sweep["id"]
+    for trial in sweep["trials"]:
+        run_job_in_process(session_factory, trial["job_id"])
+    assert client.delete(f"/v1/sweeps/{sweep['id']}", headers=auth).status_code == 204
+    assert client.get(f"/v1/jobs?sweep_id={sweep['id']}", headers=auth).json()["total"] == 0
+    assert client.get(f"/v1/jobs/{sweep['trials'][0]['job_id']}", headers=auth).json()["sweep_id"] is None

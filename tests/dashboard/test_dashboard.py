@@ -56,8 +56,9 @@ def world(live) -> dict[str, Any]:
         assert training_results.claim_job(s, failed["id"], "w")
     for epoch in (1, 2, 3):
         with sf() as s, s.begin():
-            training_results.record_epoch(s, failed["id"], {"loss": 10.0 ** epoch, "learning_rate": 50.0, "seconds": 0.01,
-                                          "grad_norms": {"dense": 10.0 ** (2 * epoch)}}, epoch, worker="w")
+            row = {"loss": 10.0 ** epoch, "learning_rate": 50.0, "seconds": 0.01,
+                   "grad_norms": {"dense": 10.0 ** (2 * epoch)}}
+            training_results.record_epoch(s, failed["id"], row, epoch, worker="w")
     with sf() as s, s.begin():
         training_results.fail_job(s, failed["id"], "diverged", "the loss became infinite at epoch 4: lower the "
                                   "learning rate or clip gradients", worker="w")
@@ -296,6 +297,148 @@ def test_model_view_evaluates_on_a_dataset(browser, live, world, screenshot_dir)
         "return [...document.querySelectorAll('#evaluate-classes tbody tr')].map(r => r.cells[0].textContent)")
     assert labels == [str(c) for c in expected["confusion"]["classes"]]
     browser.save_screenshot(str(screenshot_dir / "dashboard-evaluate.png"))
+
+
+SWEEP_BASE = {"loss": "categorical_crossentropy", "optimizer": "adam", "epochs": 3, "validation_split": 0.2,
+              "metrics": ["accuracy"], "seed": 1}
+#: Each trial row of the sweep view as the page shows it.
+TRIAL_ROWS = """return [...document.querySelectorAll('#sweep-trials tbody tr')].map(r => ({
+  job: r.dataset.jobId, status: r.dataset.status, best: r.classList.contains('best'),
+  bestCells: r.querySelectorAll('td.best').length,
+  params: [...r.querySelectorAll('td.param')].map(c => c.textContent),
+  epochs: r.querySelector('td.epochs').textContent, version: r.querySelector('td.version').textContent,
+  objective: r.querySelector('td.objective').dataset.value ?? null,
+  shown: r.querySelector('td.objective').textContent}))"""
+
+
+def make_sweep(client, auth, model_id: str, dataset_id: str, grid: dict[str, list[Any]]) -> dict[str, Any]:
+    r = client.post("/v1/sweeps", headers=auth, json={"model_id": model_id, "dataset_id": dataset_id,
+                                                       "config": SWEEP_BASE, "grid": grid})
+    assert r.status_code == 202, r.text
+    return r.json()
+
+
+def visible(browser, element_id: str) -> bool:
+    return not browser.execute_script(f"return document.getElementById('{element_id}').hidden")
+
+
+def text(browser, element_id: str) -> str:
+    return browser.execute_script(f"return document.getElementById('{element_id}').textContent")
+
+
+def test_sweep_view_shows_the_trials_and_serves_the_best(browser, live, world, screenshot_dir) -> None:
+    """A finished sweep of four trials: its grid, one row per trial as the API reports it with the best one
+    marked, a link to each trial's job (whose details link back), and "Serve best" pins the best version."""
+    from selenium.webdriver.common.by import By
+
+    auth = world["auth"]
+    # The best trial comes first (the last version is not the best), so pinning the latest would be caught.
+    grid = {"optimizer.learning_rate": [0.05, 0.001], "batch_size": [64, 16]}
+    with httpx.Client(base_url=live.url, timeout=30) as client:
+        model = make_model(client, auth, SPEC, name="swept blobs")
+        sweep = make_sweep(client, auth, model["id"], world["dataset"]["id"], grid)
+        for trial in sweep["trials"]:   # nothing consumes the queue here: run them as a worker would
+            assert run_job_in_process(live.session_factory, trial["job_id"]) is not None
+        sweep = client.get(f"/v1/sweeps/{sweep['id']}", headers=auth).json()
+    best = sweep["best"]
+    assert sweep["status"] == "succeeded" and sweep["objective"] == "val_loss" and best is not None
+    assert best["result_version"] != 4
+
+    open_signed_in(browser, live, world["key"], f"sweep/{sweep['id']}")
+    wait_for(browser, f"return document.getElementById('sweep-view').dataset.sweepId === '{sweep['id']}'",
+             what="the sweep view")
+    assert text(browser, "sweep-title") == sweep["name"] == "optimizer.learning_rate × batch_size"
+    assert text(browser, "sweep-status") == "succeeded"
+    assert "val_loss (lower is better)" in text(browser, "sweep-meta")
+    assert browser.execute_script("return [...document.querySelectorAll('#sweep-grid div')].map(d => "
+                                  "[d.querySelector('dt').textContent, d.querySelector('dd').textContent])") == \
+        [["optimizer.learning_rate", "0.05, 0.001"], ["batch_size", "64, 16"]]
+    header = browser.execute_script("return [...document.querySelectorAll('#sweep-trials thead th')]"
+                                    ".map(c => c.textContent)")
+    assert header == ["#", *grid, "Status", "Epochs", "val_loss", "Job", "Version"]
+
+    rows = browser.execute_script(TRIAL_ROWS)
+    assert [r["job"] for r in rows] == [t["job_id"] for t in sweep["trials"]]
+    for row, trial in zip(rows, sweep["trials"]):
+        assert row["params"] == [str(trial["params"][k]) for k in grid]
+        assert (row["status"], row["epochs"], row["version"]) == \
+            (trial["status"], str(trial["epochs_done"]), f"v{trial['result_version']}")
+        assert float(row["objective"]) == trial["objective"]     # the API's value, exactly
+        assert float(row["shown"]) == pytest.approx(trial["objective"], rel=1e-3)
+        is_best = trial["job_id"] == best["job_id"]
+        assert (row["best"], row["bestCells"]) == (is_best, 1 if is_best else 0)
+    assert sum(r["best"] for r in rows) == 1
+    assert not visible(browser, "sweep-cancel") and visible(browser, "sweep-serve")
+    assert browser.execute_script("return document.getElementById('sweep-view').dataset.live") == ""
+    side = wait_for(browser, "const r = document.querySelector(`#sweeps-table tr[data-sweep-id='${arguments[0]}']`);"
+                    "return r && [r.dataset.status, r.querySelector('td.trials').textContent, "
+                    "r.querySelector('td.objective').textContent]", sweep["id"], what="the sweeps list")
+    assert side[:2] == ["succeeded", "4/4"] and float(side[2]) == pytest.approx(best["objective"], rel=1e-3)
+    browser.save_screenshot(str(screenshot_dir / "dashboard-sweep.png"))
+
+    # A trial's job, and back to its sweep from the job's details.
+    other = next(t for t in sweep["trials"] if t["job_id"] != best["job_id"])
+    browser.find_element(By.CSS_SELECTOR, f"#sweep-trials tr[data-job-id='{other['job_id']}'] a.job").click()
+    wait_for(browser, f"return document.getElementById('job-view').dataset.jobId === '{other['job_id']}' && "
+                      "!document.getElementById('job-view').hidden", what="the trial's job")
+    assert browser.execute_script("return location.hash") == f"#job/{other['job_id']}"
+    link = browser.find_element(By.CSS_SELECTOR, "#job-meta a.sweep")
+    assert link.text == sweep["name"]
+    link.click()
+    wait_for(browser, "return !document.getElementById('sweep-view').hidden", what="the sweep again")
+    assert browser.execute_script("return location.hash") == f"#sweep/{sweep['id']}"
+
+    # "Serve best" pins the best trial's version, then shows the model.
+    browser.find_element(By.ID, "sweep-serve").click()
+    wait_for(browser, f"return !document.getElementById('model-view').hidden && "
+                      f"document.getElementById('model-view').dataset.modelId === '{model['id']}'",
+             what="the model view")
+    badge = wait_for(browser, "return document.getElementById('model-version').textContent", what="the badge")
+    assert badge == f"latest v4 · serving v{best['result_version']}"
+    with httpx.Client(base_url=live.url, timeout=10) as client:
+        assert client.get(f"/v1/models/{model['id']}", headers=auth).json()["serving_version"] == \
+            best["result_version"]
+
+
+def test_running_sweep_polls_and_cancels(browser, live, world) -> None:
+    """While a trial is queued the view polls the sweep: a trial that ends shows without a reload; "Cancel"
+    cancels the queued one, the sweep ends as the API says, and the polling stops."""
+    from selenium.webdriver.common.by import By
+
+    auth = world["auth"]
+    with httpx.Client(base_url=live.url, timeout=30) as client:
+        model = make_model(client, auth, SPEC, name="cancelled sweep")
+        sweep = make_sweep(client, auth, model["id"], world["dataset"]["id"], {"batch_size": [16, 32]})
+    first, second = (t["job_id"] for t in sweep["trials"])
+    open_signed_in(browser, live, world["key"], f"sweep/{sweep['id']}")
+    wait_for(browser, f"return document.getElementById('sweep-view').dataset.sweepId === '{sweep['id']}'",
+             what="the sweep view")
+    status = "return document.getElementById('sweep-status').textContent"
+    assert browser.execute_script(status) == "running"
+    assert visible(browser, "sweep-cancel") and not visible(browser, "sweep-serve")
+    assert browser.execute_script("return document.getElementById('sweep-view').dataset.live") == "polling"
+    browser.execute_script("window.__sameDocument = true")
+
+    assert run_job_in_process(live.session_factory, first) is not None
+    wait_for(browser, f"return document.querySelector(\"#sweep-trials tr[data-job-id='{first}']\")"
+                      ".dataset.status === 'succeeded'", what="the first trial to end")
+    assert browser.execute_script(status) == "running"        # the second is still queued
+    assert visible(browser, "sweep-serve")                        # a best exists now
+
+    browser.find_element(By.ID, "sweep-cancel").click()
+    wait_for(browser, f"{status} !== 'running'", what="the sweep to end")
+    with httpx.Client(base_url=live.url, timeout=10) as client:
+        expected = client.get(f"/v1/sweeps/{sweep['id']}", headers=auth).json()
+    assert [t["status"] for t in expected["trials"]] == ["succeeded", "cancelled"]
+    assert browser.execute_script(status) == expected["status"] == "succeeded"
+    assert [(r["job"], r["status"]) for r in browser.execute_script(TRIAL_ROWS)] == \
+        [(first, "succeeded"), (second, "cancelled")]
+    assert not visible(browser, "sweep-cancel")
+    assert browser.execute_script("return document.getElementById('sweep-view').dataset.live") == ""
+    assert browser.execute_script("return window.__dashboard.state.watcher") is None   # no more polling
+    assert browser.execute_script("return window.__sameDocument === true")
+    wait_for(browser, f"return document.querySelector(\"#sweeps-table tr[data-sweep-id='{sweep['id']}']\")"
+                      ".dataset.status === 'succeeded'", what="the sweeps list to settle")
 
 
 def _row(epoch: int) -> dict[str, Any]:

@@ -428,3 +428,21 @@ def test_dropout_rate_and_scale():
     assert abs(kept.mean() - 0.7) < 0.005                      # 200,000 draws: 4.6 sigma is 0.005
     assert np.allclose(out[kept], 1 / 0.7)                    # inverted dropout keeps the expectation
     assert model.layers[0].forward(x, False, None) is x       # identity at inference
+
+
+def test_weights_epoch_names_the_epoch_whose_weights_the_model_holds():
+    """With restore_best_weights the model ends on the best epoch's weights, and ``weights_epoch`` says which:
+    that epoch's history row then describes the model (its val_ metrics are what evaluate answers)."""
+    cfg = fit_config(epochs=10, optimizer={"type": "adam", "learning_rate": 0.05},
+                     early_stopping={"patience": 10, "restore_best_weights": True})
+    model = engine.build(ALL_FEATURES, seed=5)
+    history = model.fit(XS, YS, **cfg)
+    val_losses = [row["val_loss"] for row in history]
+    best = val_losses.index(min(val_losses)) + 1
+    assert model.weights_epoch == best and best < len(history)      # an earlier epoch than the last
+    scores = model.evaluate(XS[90:], YS[90:])                        # the validation split's rows
+    assert scores["loss"] == pytest.approx(history[best - 1]["val_loss"], rel=1e-6)
+    assert scores["accuracy"] == history[best - 1]["val_accuracy"]
+    plain = engine.build(ALL_FEATURES, seed=5)
+    plain.fit(XS, YS, **{**cfg, "early_stopping": None})
+    assert plain.weights_epoch == 10

@@ -134,6 +134,7 @@ class FakeModel:
         self.config: dict = {}
         self.history: list = []
         self.stopped = False
+        self.weights_epoch: int | None = None     # as engine.Model: the epoch whose weights it holds
 
     def fit(self, X, y, *, callbacks=(), batch_callbacks=(), **config):
         FakeModel.calls.append(("fit", dict(config)))
@@ -157,6 +158,7 @@ class FakeModel:
                    "learning_rate": 0.001}
             self.history.append({k: (float(v) if isinstance(v, np.floating) else v)
                                  for k, v in row.items() if k != "grad_norms"})
+            self.weights_epoch = epoch
             for cb in callbacks:
                 cb(_Event(self, epoch, row=row))
             if cfg.get("crash_after") == epoch:

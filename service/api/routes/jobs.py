@@ -43,9 +43,12 @@ def list_jobs(
     page: PageDep,
     status: Annotated[JobStatus | None, Query()] = None,
     model_id: Annotated[str | None, Query(max_length=64, pattern=r"^[^\x00]*$")] = None,
+    sweep_id: Annotated[str | None, Query(max_length=64, pattern=r"^[^\x00]*$",
+                                          description="only the trials of this sweep")] = None,
     history_tail: HistoryTail = None,
 ) -> Page[JobOut]:
-    rows, total = service.list_(session, owner, page.limit, page.offset, status=status, model_id=model_id)
+    rows, total = service.list_(session, owner, page.limit, page.offset, status=status, model_id=model_id,
+                                sweep_id=sweep_id)
     histories = job_history.tails(session, rows, history_tail)
     return Page[JobOut](items=[JobOut.from_row(r, histories[r.id]) for r in rows], total=total)
 

@@ -69,3 +69,6 @@ export const evaluate = (id, datasetId, version) =>
 export const predict = (id, inputs, version) =>
   api(`v1/models/${enc(id)}/predict`, { method: "POST", body: version ? { inputs, version } : { inputs } });
 export const eventsUrl = (id) => `v1/jobs/${enc(id)}/events`;
+export const listSweeps = (limit = 50) => api(`v1/sweeps?limit=${limit}`);
+export const getSweep = (id) => api(`v1/sweeps/${enc(id)}`);
+export const cancelSweep = (id) => api(`v1/sweeps/${enc(id)}/cancel`, { method: "POST" });

@@ -1,4 +1,5 @@
-// The Backprop dashboard: sign in with an API key, watch jobs train, inspect models, try predictions.
+// The Backprop dashboard: sign in with an API key, watch jobs train, inspect models, try predictions, follow
+// hyperparameter sweeps.
 import * as api from "./api.js";
 import { LineChart, color } from "./charts.js";
 import { readEventStream, StreamError } from "./sse.js";
@@ -12,10 +13,12 @@ const state = {
   jobs: [],
   models: new Map(),
   datasets: new Map(),
-  selected: null, // {kind: "job" | "model", id}
+  sweeps: [],
+  selected: null, // {kind: "job" | "model" | "sweep", id}
   listTimer: null,
   watcher: null,
   job: null, // the job in view, its history kept sorted by epoch
+  sweep: null, // the sweep in view, as last read
 };
 
 // Exposed for the browser tests and for poking around in the console.
@@ -37,6 +40,13 @@ function h(tag, attrs = {}, ...children) {
 }
 
 const short = (id) => (id ? id.slice(0, 8) : "–");
+
+const VIEWS = ["placeholder", "job-view", "model-view", "sweep-view"];
+
+// One card of the detail pane at a time.
+function showView(id) {
+  for (const v of VIEWS) $(v).hidden = v !== id;
+}
 
 function num(v, digits = 4) {
   if (v == null || !Number.isFinite(v)) return "–";
@@ -103,6 +113,11 @@ function datasetName(id) {
   return d ? d.name : short(id);
 }
 
+function sweepName(id) {
+  const s = state.sweeps.find((x) => x.id === id);
+  return s ? s.name : short(id);
+}
+
 // ---------------------------------------------------------------- sign in / out
 
 async function signIn(key) {
@@ -155,14 +170,18 @@ function handleError(err) {
 async function refreshLists() {
   clearTimeout(state.listTimer);
   try {
-    const [jobs, models, datasets] = await Promise.all([api.listJobs(), api.listModels(), api.listDatasets()]);
+    const [jobs, models, datasets, sweeps] = await Promise.all(
+      [api.listJobs(), api.listModels(), api.listDatasets(), api.listSweeps()]);
     state.jobs = jobs.items;
     state.models = new Map(models.items.map((m) => [m.id, m]));
     state.datasets = new Map(datasets.items.map((d) => [d.id, d]));
+    state.sweeps = sweeps.items;
     $("jobs-total").textContent = `${jobs.total}`;
     $("models-total").textContent = `${models.total}`;
+    $("sweeps-total").textContent = `${sweeps.total}`;
     renderJobs();
     renderModels();
+    renderSweeps();
   } catch (err) {
     if (handleError(err)) return;
   }
@@ -209,6 +228,30 @@ function renderModels() {
   $("models-empty").hidden = models.length > 0;
 }
 
+// Trials that have ended, of all: a sweep is done when they are equal.
+function trialsText(sweep) {
+  return `${sweep.trials.filter((t) => TERMINAL.has(t.status)).length}/${sweep.trials.length}`;
+}
+
+function sweepRow(sweep) {
+  const selected = state.selected?.kind === "sweep" && state.selected.id === sweep.id;
+  return h(
+    "tr",
+    { class: selected ? "selected" : null, dataset: { sweepId: sweep.id, status: sweep.status },
+      onclick: () => go(`sweep/${sweep.id}`) },
+    h("td", {}, sweep.name, h("span", { class: "sub" }, modelName(sweep.model_id))),
+    h("td", {}, h("span", { class: `badge ${sweep.status}` }, sweep.status)),
+    h("td", { class: "trials", title: "trials ended / trials" }, trialsText(sweep)),
+    h("td", { class: "objective", title: sweep.objective }, sweep.best ? num(sweep.best.objective) : "–"),
+  );
+}
+
+function renderSweeps() {
+  $("sweeps-table").tBodies[0].replaceChildren(...state.sweeps.map(sweepRow));
+  $("sweeps-empty").hidden = state.sweeps.length > 0;
+  $("sweeps-table").hidden = state.sweeps.length === 0;
+}
+
 // ---------------------------------------------------------------- routing
 
 function go(hash) {
@@ -227,17 +270,19 @@ async function route() {
   } else if (kind === "model" && id) {
     state.selected = { kind, id };
     await showModel(id);
+  } else if (kind === "sweep" && id) {
+    state.selected = { kind, id };
+    await showSweep(id);
   } else if (state.jobs.length) {
     state.selected = { kind: "job", id: state.jobs[0].id };
     await showJob(state.jobs[0].id);
   } else {
     state.selected = null;
-    $("job-view").hidden = true;
-    $("model-view").hidden = true;
-    $("placeholder").hidden = false;
+    showView("placeholder");
   }
   renderJobs();
   renderModels();
+  renderSweeps();
 }
 
 // ---------------------------------------------------------------- one job
@@ -307,9 +352,7 @@ function rateText(rate) {
 }
 
 function renderJob(job) {
-  $("placeholder").hidden = true;
-  $("model-view").hidden = true;
-  $("job-view").hidden = false;
+  showView("job-view");
   $("job-view").dataset.jobId = job.id;
   $("job-view").dataset.status = job.status;
   $("job-title").textContent = short(job.id);
@@ -351,8 +394,11 @@ function renderJob(job) {
     ["Finished", when(job.finished_at)],
     ["Result version", job.result_version ? `v${job.result_version}` : "–"],
   ];
+  if (job.sweep_id) meta.push(["Sweep", h("a", { class: "sweep", onclick: () => go(`sweep/${job.sweep_id}`) },
+    sweepName(job.sweep_id))]);
   $("job-meta").replaceChildren(
-    ...meta.map(([k, v]) => h("div", {}, h("dt", {}, k), h("dd", { title: String(v ?? "") }, v ?? "–"))),
+    ...meta.map(([k, v]) => h("div", {}, h("dt", {}, k),
+      h("dd", { title: v instanceof Node ? v.textContent : String(v ?? "") }, v ?? "–"))),
   );
 
   const last = job.history[job.history.length - 1];
@@ -391,9 +437,7 @@ async function showJob(id) {
     job = await api.getJob(id);
   } catch (err) {
     if (handleError(err)) return;
-    $("job-view").hidden = true;
-    $("model-view").hidden = true;
-    $("placeholder").hidden = false;
+    showView("placeholder");
     $("placeholder").textContent = `Job ${id}: ${err.message}`;
     return;
   }
@@ -577,22 +621,19 @@ async function showModel(id) {
     [model, versions] = await Promise.all([api.getModel(id), api.listVersions(id)]);
   } catch (err) {
     if (handleError(err)) return;
-    $("job-view").hidden = true;
-    $("model-view").hidden = true;
-    $("placeholder").hidden = false;
+    showView("placeholder");
     $("placeholder").textContent = `Model ${id}: ${err.message}`;
     return;
   }
   state.job = null;
-  $("placeholder").hidden = true;
-  $("job-view").hidden = true;
-  $("model-view").hidden = false;
+  showView("model-view");
   $("model-view").dataset.modelId = model.id;
   $("model-title").textContent = model.name;
   $("model-subtitle").textContent = `${model.id} · created ${when(model.created_at)}`;
   // the version a request naming none gets: the pinned one, else the latest
   const served = model.serving_version ?? model.latest_version;
   const pinned = model.serving_version != null;
+  $("serving-error").textContent = "";
   $("model-version").className = `badge ${model.latest_version ? "succeeded" : ""}`;
   $("model-version").textContent = !model.latest_version ? "untrained"
     : `latest v${model.latest_version}${pinned ? ` · serving v${served}` : ""}`;
@@ -662,7 +703,7 @@ function servingCell(model, version, served, pinned) {
       await api.setServingVersion(model.id, to);
       await showModel(model.id);
     } catch (err) {
-      if (!handleError(err)) $("placeholder").textContent = err.message;
+      if (!handleError(err)) $("serving-error").textContent = err.message;
     }
   };
   if (version !== served) return [h("button", { type: "button", class: "small", onclick: pin(version) }, "Serve")];
@@ -778,6 +819,134 @@ function renderEvaluation(out) {
   );
 }
 
+// ---------------------------------------------------------------- one sweep
+
+// A grid value as written in the request: numbers and names bare, objects (a schedule, say) as JSON.
+const valueText = (v) => (v !== null && typeof v === "object" ? JSON.stringify(v) : String(v));
+
+async function showSweep(id) {
+  let sweep;
+  try {
+    sweep = await api.getSweep(id);
+  } catch (err) {
+    if (handleError(err)) return;
+    showView("placeholder");
+    $("placeholder").textContent = `Sweep ${id}: ${err.message}`;
+    return;
+  }
+  applySweep(sweep);
+}
+
+// Shows the sweep and, while a trial is queued or running, reads it again in POLL_MS; route() stops that (it
+// stops state.watcher) when the view changes, and a read that lands after the change is dropped.
+function applySweep(sweep) {
+  if (state.selected?.kind !== "sweep" || state.selected.id !== sweep.id) return;
+  if (state.watcher) state.watcher.stop();
+  state.watcher = null;
+  state.job = null;
+  const was = state.sweep?.id === sweep.id ? state.sweep.status : null;
+  state.sweep = sweep;
+  renderSweep(sweep);
+  const i = state.sweeps.findIndex((s) => s.id === sweep.id);
+  if (i >= 0) state.sweeps[i] = sweep;
+  renderSweeps();
+  const running = sweep.status === "running";
+  $("sweep-live").hidden = !running;
+  $("sweep-view").dataset.live = running ? "polling" : "";
+  if (was === "running" && !running) refreshLists();   // its trials' rows in the jobs list have ended too
+  if (!running) return;
+  const poll = { stop: () => clearTimeout(poll.timer) };
+  poll.timer = setTimeout(() => state.watcher === poll && showSweep(sweep.id), POLL_MS);
+  state.watcher = poll;
+}
+
+function renderSweep(sweep) {
+  showView("sweep-view");
+  const view = $("sweep-view");
+  if (view.dataset.sweepId !== sweep.id) $("sweep-error").textContent = "";
+  view.dataset.sweepId = sweep.id;
+  view.dataset.status = sweep.status;
+  $("sweep-title").textContent = sweep.name;
+  $("sweep-subtitle").replaceChildren(
+    h("a", { onclick: () => go(`model/${sweep.model_id}`) }, modelName(sweep.model_id)),
+    " on ",
+    sweep.dataset_id ? datasetName(sweep.dataset_id) : "a deleted dataset",
+    ` · ${when(sweep.created_at)}`,
+  );
+  const badge = $("sweep-status");
+  badge.className = `badge ${sweep.status}`;
+  badge.textContent = sweep.status;
+  $("sweep-cancel").hidden = sweep.status !== "running";
+  $("sweep-serve").hidden = sweep.best?.result_version == null;
+  $("sweep-serve").title = sweep.best ? `serve v${sweep.best.result_version} to requests that name no version` : "";
+
+  const meta = [
+    ["Objective", `${sweep.objective} (${sweep.mode === "max" ? "higher" : "lower"} is better)`],
+    ["Trials ended", trialsText(sweep)],
+    ["Best", sweep.best ? `${num(sweep.best.objective)} (v${sweep.best.result_version})` : "–"],
+  ];
+  $("sweep-meta").replaceChildren(
+    ...meta.map(([k, v]) => h("div", {}, h("dt", {}, k), h("dd", { title: v }, v))));
+  const keys = Object.keys(sweep.grid);
+  $("sweep-grid").replaceChildren(
+    ...keys.map((k) => {
+      const values = sweep.grid[k].map(valueText).join(", ");
+      return h("div", {}, h("dt", { class: "mono" }, k), h("dd", { title: values }, values));
+    }));
+
+  const table = $("sweep-trials");
+  table.tHead.replaceChildren(h("tr", {}, h("th", {}, "#"), ...keys.map((k) => h("th", { class: "mono" }, k)),
+    h("th", {}, "Status"), h("th", { class: "num" }, "Epochs"), h("th", { class: "num" }, sweep.objective),
+    h("th", {}, "Job"), h("th", {}, "Version")));
+  table.tBodies[0].replaceChildren(
+    ...sweep.trials.map((t, i) => {
+      const best = sweep.best?.job_id === t.job_id;
+      return h("tr", { class: best ? "best" : null, dataset: { jobId: t.job_id, status: t.status } },
+        h("td", {}, i + 1),
+        ...keys.map((k) => h("td", { class: "param" }, valueText(t.params[k]))),
+        h("td", {}, h("span", { class: `badge ${t.status}` }, t.status)),
+        h("td", { class: "num epochs" }, t.epochs_done),
+        h("td", { class: `num objective${best ? " best" : ""}`, title: best ? "the best trial" : null,
+          dataset: t.objective == null ? {} : { value: t.objective } }, num(t.objective)),
+        h("td", {}, h("a", { class: "mono job", onclick: () => go(`job/${t.job_id}`) }, short(t.job_id))),
+        h("td", { class: "version" }, t.result_version == null ? "–"
+          : h("a", { onclick: () => go(`model/${sweep.model_id}`) }, `v${t.result_version}`)));
+    }));
+}
+
+async function onSweepCancel() {
+  if (!state.sweep) return;
+  $("sweep-cancel").disabled = true;
+  $("sweep-error").textContent = "";
+  try {
+    const sweep = await api.cancelSweep(state.sweep.id);
+    applySweep(sweep);
+    // Queued trials ended at once; applySweep refreshed the lists if that ended the sweep, else do it here.
+    if (sweep.status === "running") refreshLists();
+  } catch (err) {
+    if (!handleError(err)) $("sweep-error").textContent = `Cancel failed: ${err.message}`;
+  } finally {
+    $("sweep-cancel").disabled = false;
+  }
+}
+
+// Pins the best trial's version as the one the model serves to requests that name none, then shows the model.
+// It pins the best shown, not a newer one a trial that ended since the last poll would make.
+async function onServeBest() {
+  const sweep = state.sweep;
+  if (!sweep?.best) return;
+  $("sweep-serve").disabled = true;
+  $("sweep-error").textContent = "";
+  try {
+    await api.setServingVersion(sweep.model_id, sweep.best.result_version);
+    go(`model/${sweep.model_id}`);
+  } catch (err) {
+    if (!handleError(err)) $("sweep-error").textContent = `Serve failed: ${err.message}`;
+  } finally {
+    $("sweep-serve").disabled = false;
+  }
+}
+
 // ---------------------------------------------------------------- start
 
 function init() {
@@ -802,6 +971,8 @@ function init() {
     showSignIn();
   });
   $("job-cancel").addEventListener("click", onCancel);
+  $("sweep-cancel").addEventListener("click", onSweepCancel);
+  $("sweep-serve").addEventListener("click", onServeBest);
   $("predict-form").addEventListener("submit", onPredict);
   $("evaluate-form").addEventListener("submit", onEvaluate);
   window.addEventListener("hashchange", () => route());
