@@ -63,7 +63,7 @@ class BatchEvent:
 # -- compatibility of a config with a model and data ---------------------------------------------------
 def check_compatible(model, config: dict, x_shape: tuple, y) -> None:
     """Raise ConfigError (field "input_shape", "loss" or "class_weight[.<class>]") when the data, the loss or
-    the class weights cannot fit the model."""
+    the class weights cannot fit the model: a Model, or the ``engine.shapes(spec)`` of one (all it reads)."""
     _check_targets(model, config, x_shape, y)
     name = loss_name(normalize_loss(config.get("loss")))
     weights = class_weight_mod.normalize(config.get("class_weight"), name)

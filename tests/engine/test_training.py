@@ -332,9 +332,14 @@ def test_normalize_fit_config_defaults_and_errors():
         assert e.value.field == field, (bad, e.value.field)
 
 
-def test_check_compatible():
-    three = engine.build({"input_shape": [4], "layers": [{"type": "dense", "units": 3, "activation": "softmax"}]})
-    one = engine.build({"input_shape": [4], "layers": [{"type": "dense", "units": 1, "activation": "sigmoid"}]})
+@pytest.mark.parametrize("form", ["model", "shapes"])
+def test_check_compatible(form):
+    """The same answers from a built model and from ``engine.shapes`` of its spec (what the service checks
+    jobs with, since building a large model initializes every weight)."""
+    make = engine.build if form == "model" else engine.shapes
+    three = make({"input_shape": [4], "layers": [{"type": "dense", "units": 3, "activation": "softmax"}]})
+    one = make({"input_shape": [2, 2], "layers": [{"type": "flatten"},
+                                                  {"type": "dense", "units": 1, "activation": "sigmoid"}]})
     y3 = np.eye(3)[[0, 1, 2, 1]]
     engine.check_compatible(three, {"loss": "categorical_crossentropy"}, (4, 4), y3)
     cases = [(one, "categorical_crossentropy", (4, 4), y3, "loss"),
@@ -346,8 +351,13 @@ def test_check_compatible():
         with pytest.raises(engine.ConfigError) as e:
             engine.check_compatible(model, {"loss": loss}, shape, y)
         assert e.value.field == field
-    with pytest.raises(engine.ConfigError):
-        one.fit(np.ones((4, 4)), y3, loss="categorical_crossentropy")
+    if form == "model":
+        with pytest.raises(engine.ConfigError):
+            one.fit(np.ones((4, 2, 2)), y3, loss="categorical_crossentropy")
+    else:
+        assert one == engine.Shapes((2, 2), 4, (1,), 1)
+        with pytest.raises(engine.SpecError):
+            engine.shapes({"input_shape": [4], "layers": [{"type": "dense", "units": 0}]})
 
 
 def test_model_bytes_round_trip_and_no_pickle():
