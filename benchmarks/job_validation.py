@@ -1,13 +1,14 @@
-"""How long queueing a job and a sweep takes for a large model, beside what building that model costs.
+"""How long creating a large model and queueing a job and a sweep for it take, beside what building it costs.
 
     python -m benchmarks.job_validation                  # 784-4096-4096-4096-10 (36.8M parameters), 20 trials
     python -m benchmarks.job_validation --trials 100 --units 1024
 
 ``backprop api`` alone (SQLite and the embedded broker in a fresh data dir, no worker, so nothing trains) takes
-a 1,000 x 784 JSON dataset and the model; then ``POST /v1/jobs`` and ``POST /v1/sweeps`` (a grid of learning
-rates) are timed, one keep-alive connection, sequential. The reference, from the same run: ``engine.build`` of
-the same spec in this process, which is what checking a job against its model used to cost once per job and
-once per trial (it initializes every weight); ``engine.shapes``, what it costs now, is printed beside it.
+a 1,000 x 784 JSON dataset; then ``POST /v1/models``, ``POST /v1/jobs`` and ``POST /v1/sweeps`` (a grid of
+learning rates) are timed, one keep-alive connection, sequential. The reference, from the same run:
+``engine.build`` of the same spec in this process, which is what counting the model's parameters and checking a
+job against it used to cost, once per model, per job and per trial (it initializes every weight);
+``engine.shapes`` and ``engine.summarize``, what they cost now, are printed beside it.
 """
 from __future__ import annotations
 
@@ -65,9 +66,13 @@ def main() -> int:
                                                       "targets": [i % 10 for i in range(1000)]})
                 r.raise_for_status()
                 dataset = r.json()["id"]
-                r = client.post("/v1/models", json={"name": "big", **spec})
-                r.raise_for_status()
-                model = r.json()
+                def create_model():
+                    r = client.post("/v1/models", json={"name": "big", **spec})
+                    r.raise_for_status()
+                    return r.json()
+
+                model = create_model()
+                model_ms = _median_ms(create_model, args.repeat)
                 params = model["summary"]["total_params"]
                 body = {"model_id": model["id"], "dataset_id": dataset, "loss": "sparse_categorical_crossentropy",
                         "epochs": 1}
@@ -90,14 +95,18 @@ def main() -> int:
 
     build_ms = _median_ms(lambda: engine.build(spec, seed=0), 3)
     shapes_ms = _median_ms(lambda: engine.shapes(spec), 50)
+    summary_ms = _median_ms(lambda: engine.summarize(spec), 50)
     print(f"model: {params:,} parameters; API on SQLite, no worker; medians")
+    print(f"POST /v1/models                    {model_ms:9.1f} ms")
     print(f"POST /v1/jobs                      {job_ms:9.1f} ms")
     print(f"POST /v1/sweeps, {args.trials:4d} trials        {sweep_ms:9.1f} ms  "
           f"({sweep_ms / args.trials:.1f} ms a trial)")
-    print(f"reference: engine.build(spec)      {build_ms:9.1f} ms  (the check's cost per job and per trial before; "
-          f"a {args.trials}-trial sweep would have spent {build_ms * args.trials / 1e3:.1f} s on it)")
-    print(f"           engine.shapes(spec)     {shapes_ms:9.3f} ms  (its cost now)")
-    print(f"ratio: POST /v1/jobs / engine.build = {job_ms / build_ms:.3f}")
+    sweep_s = build_ms * args.trials / 1e3
+    print(f"reference: engine.build(spec)      {build_ms:9.1f} ms  (what creating the model and checking each job "
+          f"and each trial against it cost before; a {args.trials}-trial sweep spent {sweep_s:.1f} s)")
+    print(f"           engine.shapes(spec)     {shapes_ms:9.3f} ms  (the job check now)")
+    print(f"           engine.summarize(spec)  {summary_ms:9.3f} ms  (the model's summary now)")
+    print(f"ratios to engine.build: POST /v1/models {model_ms / build_ms:.3f}, POST /v1/jobs {job_ms / build_ms:.3f}")
     return 0
 
 

@@ -5,6 +5,7 @@ Public API::
     build(spec, seed=None, dtype="float32") -> Model
     normalize_spec(spec) -> dict                       # SpecError(layer_index, field, message)
     shapes(spec) -> Shapes                             # input/output shapes, no weights allocated
+    summarize(spec) -> dict                            # Model.summary() without building the model
     normalize_fit_config(config) -> dict               # ConfigError(field, message)
     check_compatible(model, config, x_shape, y)        # ConfigError(field "loss" | "input_shape" | ...);
                                                        # ``model`` may be a Model or shapes(spec)
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 from .config import normalize_fit_config
 from .errors import ConfigError, Diverged, EngineError, SpecError
-from .model import Model, Shapes, shapes
+from .model import Model, Shapes, shapes, summarize
 from .serialization import model_from_bytes as from_bytes
 from .spec import normalize_spec
 from .training import BatchEvent, EpochEvent, check_compatible, resume
@@ -31,5 +32,6 @@ def build(spec: dict, seed: int | None = None, dtype: str = "float32") -> Model:
     return Model(spec, seed=seed, dtype=dtype)
 
 
-__all__ = ["build", "shapes", "Shapes", "normalize_spec", "normalize_fit_config", "check_compatible", "resume",
-           "from_bytes", "Model", "SpecError", "ConfigError", "Diverged", "EngineError", "EpochEvent", "BatchEvent"]
+__all__ = ["build", "shapes", "Shapes", "summarize", "normalize_spec", "normalize_fit_config", "check_compatible",
+           "resume", "from_bytes", "Model", "SpecError", "ConfigError", "Diverged", "EngineError", "EpochEvent",
+           "BatchEvent"]

@@ -241,6 +241,27 @@ def shapes(spec: dict) -> Shapes:
     return _layers(normalize_spec(spec), np.dtype(np.float32))[1]
 
 
+def summarize(spec: dict) -> dict:
+    """``Model.summary()`` of a spec's model, from the variables' shapes alone (no weight allocated)."""
+    return _summary(_layers(normalize_spec(spec), np.dtype(np.float32))[0])
+
+
+def _summary(layers: list) -> dict:
+    """Per layer: name, type, output shape, parameters (trainable ones, and buffers such as batch
+    normalization's moving statistics), counted from the shapes the layers declare."""
+    rows = []
+    total = trainable = 0
+    for layer in layers:
+        t = sum(math.prod(shape) for _, shape, _ in layer.variables())
+        nt = sum(math.prod(shape) for _, shape, _ in layer.buffer_specs())
+        rows.append({"name": layer.name, "type": layer.type, "output_shape": list(layer.output_shape),
+                     "params": t + nt, "trainable_params": t})
+        total += t + nt
+        trainable += t
+    return {"layers": rows, "total_params": total, "trainable_params": trainable,
+            "non_trainable_params": total - trainable}
+
+
 class Model:
     """Build with ``engine.build(spec, seed)``; see the package docstring for the public methods."""
 
@@ -323,17 +344,7 @@ class Model:
 
     # -- description ---------------------------------------------------------------------------
     def summary(self) -> dict:
-        rows = []
-        total = trainable = 0
-        for layer in self.layers:
-            t = sum(a.size for a in layer.params.values())
-            nt = sum(a.size for a in layer.buffers.values())
-            rows.append({"name": layer.name, "type": layer.type, "output_shape": list(layer.output_shape),
-                         "params": t + nt, "trainable_params": t})
-            total += t + nt
-            trainable += t
-        return {"layers": rows, "total_params": total, "trainable_params": trainable,
-                "non_trainable_params": total - trainable}
+        return _summary(self.layers)
 
     def count_params(self) -> int:
         return self.summary()["total_params"]

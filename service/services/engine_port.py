@@ -69,10 +69,11 @@ def normalize_spec(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def summarize(spec: dict[str, Any]) -> dict[str, Any]:
-    """Build the model (weights allocated) and return its summary."""
+    """The model's summary, counted from its layers' shapes: no weight is allocated or initialized (building a
+    36.8M-parameter model to count them took 0.2-1 s of the request)."""
     engine = _engine()
     try:
-        return engine.build(spec, seed=0).summary()
+        return engine.summarize(spec)
     except engine.SpecError as exc:
         raise _spec_error(exc, "keras" in spec) from None
 

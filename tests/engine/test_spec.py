@@ -22,11 +22,15 @@ def test_seed_parameter_counts():
 
 
 def test_batch_normalization_parameter_counts():
-    s = engine.build({"input_shape": [784], "layers": [
+    spec = {"input_shape": [784], "layers": [
         dense(300, activation="relu"), {"type": "batch_normalization"},
         dense(100, activation="relu"), {"type": "batch_normalization"},
-        dense(10, activation="softmax")]}).summary()
+        dense(10, activation="softmax")]}
+    model = engine.build(spec)
+    s = model.summary()
     assert (s["total_params"], s["trainable_params"], s["non_trainable_params"]) == (268_210, 267_410, 800)
+    assert sum(w.size for w in model.get_weights()) == s["total_params"]     # the arrays it holds
+    assert engine.summarize(spec) == s                                        # counted without building
 
 
 @pytest.mark.parametrize("fixture", ["keras3_seed_example_dtypepolicy.json", "keras3_seed_example_dtypestring.json"])
@@ -35,6 +39,8 @@ def test_keras_json_seed_example(fixture):
     model = engine.build({"keras": keras}, seed=0)
     s = model.summary()
     assert (s["total_params"], s["trainable_params"], s["non_trainable_params"]) == (271_346, 268_978, 2_368)
+    assert sum(w.size for w in model.get_weights()) == s["total_params"]
+    assert engine.summarize({"keras": keras}) == s
     spec = engine.normalize_spec({"keras": json.dumps(keras)})   # the JSON text works too
     assert spec["input_shape"] == [28, 28]
     assert [l["name"] for l in spec["layers"]] == ["flatten", "batch_normalization", "dense",
