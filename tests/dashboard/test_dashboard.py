@@ -583,3 +583,14 @@ def test_static_files_ship_with_the_package() -> None:
     assert "static/vendor/uPlot.iife.min.js" in files and "static/index.html" in files
     missing = [f for f in files if not any(fnmatch.fnmatch(f, pat) for pat in patterns)]
     assert not missing, missing
+
+
+def test_a_missing_job_model_or_sweep_says_so(browser, live, world) -> None:
+    """A link to something gone (or another owner's) shows the API's answer in place of a view."""
+    for kind, title in (("job", "Job"), ("model", "Model"), ("sweep", "Sweep")):
+        open_signed_in(browser, live, world["key"], f"{kind}/0000-gone")
+        text = wait_for(browser, "const p = document.getElementById('placeholder');"
+                                 "return !p.hidden && p.textContent.includes('0000-gone') && p.textContent",
+                        what=f"the missing {kind}")
+        assert text.startswith(f"{title} 0000-gone: ") and "not found" in text.lower(), text
+        assert browser.execute_script(f"return document.getElementById('{kind}-view').hidden")

@@ -431,16 +431,21 @@ function syncListRow(job) {
   renderJobs();
 }
 
-async function showJob(id) {
-  let job;
+// What a view shows, fetched; on a failure the placeholder says what could not be shown (null: show nothing).
+async function fetchForView(what, id, fetch) {
   try {
-    job = await api.getJob(id);
+    return await fetch();
   } catch (err) {
-    if (handleError(err)) return;
+    if (handleError(err)) return null;
     showView("placeholder");
-    $("placeholder").textContent = `Job ${id}: ${err.message}`;
-    return;
+    $("placeholder").textContent = `${what} ${id}: ${err.message}`;
+    return null;
   }
+}
+
+async function showJob(id) {
+  const job = await fetchForView("Job", id, () => api.getJob(id));
+  if (!job) return;
   job.history = [...(job.history || [])].sort((a, b) => a.epoch - b.epoch);
   state.job = job;
   renderJob(job);
@@ -616,15 +621,9 @@ function metricText(metrics) {
 }
 
 async function showModel(id) {
-  let model, versions;
-  try {
-    [model, versions] = await Promise.all([api.getModel(id), api.listVersions(id)]);
-  } catch (err) {
-    if (handleError(err)) return;
-    showView("placeholder");
-    $("placeholder").textContent = `Model ${id}: ${err.message}`;
-    return;
-  }
+  const both = await fetchForView("Model", id, () => Promise.all([api.getModel(id), api.listVersions(id)]));
+  if (!both) return;
+  const [model, versions] = both;
   state.job = null;
   showView("model-view");
   $("model-view").dataset.modelId = model.id;
@@ -825,15 +824,8 @@ function renderEvaluation(out) {
 const valueText = (v) => (v !== null && typeof v === "object" ? JSON.stringify(v) : String(v));
 
 async function showSweep(id) {
-  let sweep;
-  try {
-    sweep = await api.getSweep(id);
-  } catch (err) {
-    if (handleError(err)) return;
-    showView("placeholder");
-    $("placeholder").textContent = `Sweep ${id}: ${err.message}`;
-    return;
-  }
+  const sweep = await fetchForView("Sweep", id, () => api.getSweep(id));
+  if (!sweep) return;
   applySweep(sweep);
 }
 
