@@ -7,7 +7,8 @@
     backprop models create SPEC.json [--name N]
     backprop models list | show ID
     backprop train --model ID --dataset ID [--loss L] [--optimizer adam] [--lr X] [--epochs N]
-                   [--batch-size N] [--class-weight balanced|JSON] [--config JOB.json] [--no-wait]
+                   [--batch-size N] [--validation-split F [--validation-rows last|random|stratified]]
+                   [--class-weight balanced|JSON] [--config JOB.json] [--no-wait]
     backprop jobs [--status S] | jobs show ID | jobs watch ID | jobs cancel ID
     backprop sweep --model ID --dataset ID --grid JSON [train's options] [--objective O] [--wait]
     backprop sweeps list [--model ID] | sweeps show ID | sweeps cancel ID | sweeps delete ID
@@ -315,7 +316,7 @@ def job_body(args: argparse.Namespace) -> dict[str, Any]:
         if not isinstance(loaded, dict):
             raise CliError(f"{args.config}: a job config is a JSON object")
         body.update(loaded)
-    for key in ("loss", "epochs", "validation_split", "validation_dataset_id", "seed"):
+    for key in ("loss", "epochs", "validation_split", "validation_rows", "validation_dataset_id", "seed"):
         value = getattr(args, key)
         if value is not None:
             body[key] = value
@@ -720,6 +721,9 @@ def _add_fit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", help="an integer, or 'full'")
     p.add_argument("--validation-split", type=float)
+    p.add_argument("--validation-rows", choices=("last", "random", "stratified"),
+                   help="which rows the split holds out: the last ones (Keras, the default), a random draw, or "
+                        "each class's share")
     p.add_argument("--validation-dataset", dest="validation_dataset_id", metavar="DATASET_ID",
                    help="validate on a held-out dataset instead of a split")
     p.add_argument("--seed", type=int)

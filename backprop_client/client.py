@@ -328,8 +328,8 @@ class Client:
         class_weight: str | Mapping[Any, float] | None = None, **options: Any
     ) -> Job:
         """Queue a training job. ``config`` and ``options`` are the fit configuration (``loss``,
-        ``optimizer``, ``epochs``, ``batch_size``, ``validation_split``, ``seed``, ``metrics``...);
-        ``options`` win.
+        ``optimizer``, ``epochs``, ``batch_size``, ``validation_split``, ``validation_rows``, ``seed``,
+        ``metrics``...); ``options`` win.
 
         ``class_weight``: Keras's, ``{label: weight}`` with the dataset's own labels (``{"no": 1, "yes": 5}``; a
         class left out weighs 1), or ``"balanced"``. Labels that are not strings are sent as ``str(label)``, which

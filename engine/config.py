@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from . import augmentation, class_weight, losses, metrics
+from . import augmentation, class_weight, holdout, losses, metrics
 from .errors import ConfigError
 
 SERVICE_KEYS = ("model_id", "dataset_id", "checkpoint_every", "max_attempts")
@@ -17,7 +17,8 @@ EARLY_STOPPING_DEFAULTS = {"monitor": "val_loss", "min_delta": 0.0, "patience": 
                            "baseline": None, "restore_best_weights": False, "start_from_epoch": 0}
 PLATEAU_DEFAULTS = {"monitor": "val_loss", "factor": 0.1, "patience": 10, "mode": "auto", "min_delta": 1e-4,
                     "cooldown": 0, "min_lr": 0.0}
-KEYS = ("loss", "optimizer", "epochs", "batch_size", "shuffle", "validation_split", "validation_data",
+KEYS = ("loss", "optimizer", "epochs", "batch_size", "shuffle", "validation_split", "validation_rows",
+        "validation_data",
         "seed", "metrics", "regularization", "early_stopping", "reduce_lr_on_plateau", "augmentation",
         "standardize", "class_weight")
 
@@ -157,6 +158,13 @@ def normalize_fit_config(config: dict, input_rank: int | None = None) -> dict:
     out["shuffle"] = _bool(config.get("shuffle", True), "shuffle")
     out["validation_split"] = _num(config.get("validation_split", 0.0) or 0.0, "validation_split",
                                    lo=0.0, hi=1.0, hi_open=True)
+    rows = config.get("validation_rows", "last")
+    if rows not in holdout.MODES:
+        raise ConfigError("validation_rows", f"must be one of {', '.join(holdout.MODES)}, got {rows!r}")
+    if rows != "last" and not out["validation_split"] > 0:
+        raise ConfigError("validation_rows", f"{rows} says which rows a validation_split holds out; set "
+                                             "validation_split too")
+    out["validation_rows"] = rows
     seed = config.get("seed")
     out["seed"] = draw_seed() if seed is None else _int(seed, "seed", lo=0)
     names = config.get("metrics") or []

@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from . import class_weight as class_weight_mod
+from . import holdout
 from . import losses as losses_mod
 from .augmentation import Augmenter, active as augmentation_active
 from .config import loss_name, monitor_mode, normalize_fit_config, normalize_loss
@@ -62,12 +63,13 @@ class BatchEvent:
 
 # -- compatibility of a config with a model and data ---------------------------------------------------
 def check_compatible(model, config: dict, x_shape: tuple, y) -> None:
-    """Raise ConfigError (field "input_shape", "loss" or "class_weight[.<class>]") when the data, the loss or
-    the class weights cannot fit the model: a Model, or the ``engine.shapes(spec)`` of one (all it reads)."""
+    """Raise ConfigError (field "input_shape", "loss", "class_weight[.<class>]" or "validation_rows") when the
+    data, the loss, the class weights or a stratified validation split cannot fit the model: a Model, or the ``engine.shapes(spec)`` of one (all it reads)."""
     _check_targets(model, config, x_shape, y)
     name = loss_name(normalize_loss(config.get("loss")))
     weights = class_weight_mod.normalize(config.get("class_weight"), name)
     class_weight_mod.check(weights, name, model.output_units)
+    holdout.check_stratifiable(config.get("validation_rows", "last"), name, model.output_units)
 
 
 def _check_targets(model, config: dict, x_shape: tuple, y) -> None:
@@ -224,12 +226,20 @@ class _Trainer:
             split = n
         if split < 1:
             raise ConfigError("validation_split", f"leaves no training rows out of {n}")
+        yt = self.loss.prepare_targets(y, dt)
+        mode = cfg.get("validation_rows", "last")
+        if validation_data is None and mode != "last":
+            holdout.check_stratifiable(mode, self.loss.name, model.output_units)
+            classes = holdout.class_of_rows(self.loss.name, yt) if mode == "stratified" else None
+            order = holdout.row_order(mode, n, split, _rng(cfg["seed"], 0, 3), classes)
+            yt = yt[order]
+        else:
+            order = None     # Keras's rule: the validation rows are the last ones, where they already are
         # standardization: statistics from the training part only; the one copy of the data
         if standardization is None and cfg["standardize"]:
-            standardization = _fit_standardization(X[:split], dt)
+            standardization = _fit_standardization(X, dt, None if order is None else order[:split], split)
         model.standardization = standardization
-        Xs = _standardize_into(X, standardization, dt)
-        yt = self.loss.prepare_targets(y, dt)
+        Xs = _standardize_into(X, standardization, dt, order)
         Xtr, ytr = Xs[:split], yt[:split]
         # class weights: each training row's weight, once per fit ("balanced" counts the training part only);
         # validation rows are not weighted, as in Keras
@@ -350,34 +360,45 @@ class _Trainer:
         return self.history
 
 
-def _fit_standardization(X: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature mean and std (ddof 0) of the training rows, in float64 by chunks; std 0 -> 1."""
-    n = X.shape[0]
-    flat = X.reshape(n, -1)
-    total = np.zeros(flat.shape[1])
+def _rows(X: np.ndarray, rows: np.ndarray | None, i: int, j: int) -> np.ndarray:
+    """Rows i..j of X, or of X taken in the order ``rows`` (a copy of those rows only)."""
+    return X[i:j] if rows is None else X[rows[i:j]]
+
+
+def _fit_standardization(X: np.ndarray, dtype, rows: np.ndarray | None = None,
+                         n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and std (ddof 0) of the training rows (the first ``n`` rows of X, or the rows ``rows``),
+    in float64 by chunks; std 0 -> 1."""
+    n = X.shape[0] if n is None else n
+    width = math.prod(X.shape[1:])
+    total = np.zeros(width)
     for i in range(0, n, STANDARDIZE_CHUNK):
-        total += flat[i:i + STANDARDIZE_CHUNK].sum(axis=0, dtype=np.float64)
+        total += _rows(X, rows, i, min(i + STANDARDIZE_CHUNK, n)).reshape(-1, width).sum(axis=0, dtype=np.float64)
     mean = total / n
-    sq = np.zeros(flat.shape[1])
+    sq = np.zeros(width)
     for i in range(0, n, STANDARDIZE_CHUNK):
-        d = flat[i:i + STANDARDIZE_CHUNK] - mean
+        d = _rows(X, rows, i, min(i + STANDARDIZE_CHUNK, n)).reshape(-1, width) - mean
         sq += np.einsum("ij,ij->j", d, d)
     std = np.sqrt(sq / n)
     std[std == 0] = 1.0
     return mean.astype(dtype), std.astype(dtype)
 
 
-def _standardize_into(X: np.ndarray, standardization, dtype) -> np.ndarray:
-    """The fit's one copy of the data (none when it is already contiguous in the model's dtype and
-    standardization is off)."""
-    if standardization is None:
+def _standardize_into(X: np.ndarray, standardization, dtype, order: np.ndarray | None = None) -> np.ndarray:
+    """The fit's one copy of the data, its rows in ``order`` when given (none when it is already contiguous in
+    the model's dtype, in order, and standardization is off)."""
+    if standardization is None and order is None:
         return np.ascontiguousarray(X, dtype=dtype)
-    mean, std = (a.reshape(X.shape[1:]) for a in standardization)
     out = np.empty(X.shape, dtype=dtype)
     for i in range(0, X.shape[0], STANDARDIZE_CHUNK):
         chunk = out[i:i + STANDARDIZE_CHUNK]
-        np.subtract(X[i:i + STANDARDIZE_CHUNK], mean, out=chunk, casting="unsafe")
-        chunk /= std
+        rows = _rows(X, order, i, i + STANDARDIZE_CHUNK)
+        if standardization is None:
+            np.copyto(chunk, rows, casting="unsafe")
+        else:
+            mean, std = (a.reshape(X.shape[1:]) for a in standardization)
+            np.subtract(rows, mean, out=chunk, casting="unsafe")
+            chunk /= std
     return out
 
 

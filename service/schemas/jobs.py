@@ -34,6 +34,12 @@ class JobCreate(BaseModel):
     batch_size: int | Literal["full"] | None = None
     shuffle: bool | None = None
     validation_split: float | None = Field(default=None, ge=0, lt=1)
+    validation_rows: Literal["last", "random", "stratified"] | None = Field(
+        default=None,
+        description='Which rows validation_split holds out: "last" (the default, as Keras: the last rows, '
+        'before any shuffling; on a dataset sorted by class that is one class), "random" (as many rows, drawn '
+        'from the seed) or "stratified" (as many rows, each class giving its share; classification only). '
+        "Training rows keep the dataset's order either way.")
     validation_dataset_id: str | None = Field(
         default=None, max_length=64,
         description="Validate on a stored dataset (rows held out of training) instead of a validation_split: "

@@ -239,6 +239,10 @@ def test_parsing_and_progress_rendering():
                               "optimizer": {"type": "adam", "learning_rate": 0.1}}
     args = build_parser().parse_args(["train", "--model", "m", "--dataset", "d", "--validation-dataset", "v"])
     assert job_body(args) == {"model_id": "m", "dataset_id": "d", "validation_dataset_id": "v"}
+    args = build_parser().parse_args(["train", "--model", "m", "--dataset", "d", "--validation-split", "0.2",
+                                      "--validation-rows", "stratified"])
+    assert job_body(args) == {"model_id": "m", "dataset_id": "d", "validation_split": 0.2,
+                              "validation_rows": "stratified"}
     for text, weights in (("balanced", "balanced"), ('{"yes": 5, "1": 0.5}', {"yes": 5, "1": 0.5})):
         args = build_parser().parse_args(["train", "--model", "m", "--dataset", "d", "--class-weight", text])
         assert job_body(args) == {"model_id": "m", "dataset_id": "d", "class_weight": weights}

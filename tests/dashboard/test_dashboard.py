@@ -43,7 +43,7 @@ def world(live) -> dict[str, Any]:
         dataset = make_dataset(client, auth, blobs_csv(), target="species", name="iris-ish blobs")
         model = make_model(client, auth, SPEC, name="blob classifier")
         job = make_job(client, auth, model["id"], dataset["id"], epochs=EPOCHS, validation_split=0.2,
-                       metrics=["accuracy"], batch_size=16,
+                       validation_rows="stratified", metrics=["accuracy"], batch_size=16,
                        optimizer={"type": "adam", "learning_rate": COSINE})
         assert run_job_in_process(live.session_factory, job["id"]) == 1
         finished = client.get(f"/v1/jobs/{job['id']}", headers=auth).json()
@@ -162,6 +162,7 @@ def test_finished_job_shows_its_curves(browser, live, world, screenshot_dir) -> 
     assert rates == pytest.approx([r["learning_rate"] for r in job["history"]]) and rates[0] > rates[-1]
     meta = browser.execute_script("return document.getElementById('job-meta').textContent")
     assert "adam (lr cosine_decay from 0.01)" in meta
+    assert "0.2 (stratified rows)" in meta
 
     view = browser.execute_script(
         "const v = document.getElementById('job-view'); return [v.hidden, v.dataset.status, "

@@ -120,15 +120,17 @@ def test_a_validation_dataset_scores_every_epoch_as_evaluate_does(svc):
 
 def test_a_continued_job_equals_one_longer_job(svc):
     """POST /v1/jobs/{id}/continue: 10 epochs carried on to 16 by a second job (resumed from the first one's last
-    checkpoint by a worker) give the version, the history and the validation scores of one 16-epoch job."""
+    checkpoint by a worker) give the version, the history and the validation scores of one 16-epoch job. The jobs
+    hold out stratified rows: the worker draws the rows an in-process fit draws, and the continued job the same."""
     model_id = create_model(svc)
-    first = wait_job(svc, start_job(svc, model_id, epochs=10))
+    first = wait_job(svc, start_job(svc, model_id, epochs=10, validation_rows="stratified"))
     assert first["status"] == "succeeded", (first["error"], svc.log_tail())
     r = svc.client.post(f"/v1/jobs/{first['id']}/continue", json={"epochs": 16})
     assert r.status_code == 202, r.text
     continued = wait_job(svc, r.json()["id"])
     assert continued["status"] == "succeeded", (continued["error"], svc.log_tail())
-    reference = wait_job(svc, start_job(svc, model_id, epochs=16))
+    assert continued["config"]["validation_rows"] == "stratified"
+    reference = wait_job(svc, start_job(svc, model_id, epochs=16, validation_rows="stratified"))
     assert continued["attempts"] == 1 and [row["epoch"] for row in continued["history"]] == list(range(1, 17))
 
     def rows(job):
@@ -138,6 +140,18 @@ def test_a_continued_job_equals_one_longer_job(svc):
     assert rows(continued)[:10] == rows(first)
     assert_same_weights(weights(svc, model_id, continued["result_version"]),
                         weights(svc, model_id, reference["result_version"]))
+
+    X, y, _, _ = digits()
+    index = {name: i for i, name in enumerate(sorted(NAMES))}
+    labels = np.array([index[NAMES[d]] for d in y])
+
+    def first_val_loss(validation_rows):
+        fit = {**FIT, "epochs": 1, "validation_rows": validation_rows}
+        return engine.build(MLP, seed=FIT["seed"]).fit(X, labels, **fit)[0]["val_loss"]
+
+    # to float32 rounding: the worker's BLAS may use another thread count than this process
+    assert math.isclose(first["history"][0]["val_loss"], first_val_loss("stratified"), rel_tol=1e-5)
+    assert not math.isclose(first["history"][0]["val_loss"], first_val_loss("last"), rel_tol=1e-3)
 
 
 def test_class_weights_by_label_reach_the_worker_and_a_continued_job(svc):

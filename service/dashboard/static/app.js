@@ -344,6 +344,12 @@ function stat(k, v) {
   return h("div", { class: "stat" }, h("div", { class: "k" }, k), h("div", { class: "v" }, v));
 }
 
+// "0.2 (stratified rows)": the split, and which rows it holds out when not Keras's last ones
+function splitText(cfg) {
+  const rows = cfg.validation_rows && cfg.validation_rows !== "last" ? ` (${cfg.validation_rows} rows)` : "";
+  return cfg.validation_split ? `${cfg.validation_split}${rows}` : (cfg.validation_split ?? "–");
+}
+
 // A learning rate is a number, or a schedule object: show the schedule's type and where it starts.
 function rateText(rate) {
   if (rate === null || typeof rate !== "object") return String(rate);
@@ -387,7 +393,7 @@ function renderJob(job) {
     ["Loss", cfg.loss],
     ["Optimizer", opt.type ? `${opt.type} (lr ${rateText(opt.learning_rate)})` : "–"],
     ["Batch size", cfg.batch_size],
-    ["Validation split", cfg.validation_split],
+    ["Validation split", splitText(cfg)],
     ["Seed", cfg.seed ?? "–"],
     ["Attempts", job.attempts],
     ["Started", when(job.started_at)],
