@@ -13,7 +13,7 @@
     backprop sweep --model ID --dataset ID --grid JSON [train's options] [--objective O] [--wait]
     backprop sweeps list [--model ID] | sweeps show ID | sweeps cancel ID | sweeps delete ID
     backprop predict MODEL_ID (--input ROWS.json | --csv FILE | --npy ROWS.npy)
-    backprop evaluate MODEL_ID --dataset DATASET_ID [--version N] [--metric M ...]
+    backprop evaluate MODEL_ID (--dataset DATASET_ID | --rows validation|training) [--version N] [--metric M ...]
     backprop export MODEL_ID --format npz|keras|onnx -o FILE
 
 The server and the key: ``--url`` / ``--api-key``, else ``BACKPROP_URL`` / ``BACKPROP_API_KEY``, else
@@ -600,7 +600,8 @@ def _number(text: str | None) -> Any:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     with connect(args) as bp:
-        out = bp.evaluate(args.model_id, args.dataset, version=args.version, loss=args.loss, metrics=args.metric)
+        out = bp.evaluate(args.model_id, args.dataset, rows=args.rows, version=args.version, loss=args.loss,
+                          metrics=args.metric)
     if _json(args):
         _print_json(out)
         return 0
@@ -616,7 +617,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             labels = [str(c) for c in confusion["classes"]]
             table([[label, *row] for label, row in zip(labels, confusion["matrix"])],
                   ["TRUE/PREDICTED", *labels])
-    print(f"model {out['model_id']} version {out['version']} on dataset {out['dataset_id']}: "
+    which = "" if out.get("rows", "all") == "all" else f" ({out['rows']} rows of its job)"
+    print(f"model {out['model_id']} version {out['version']} on dataset {out['dataset_id']}{which}: "
           f"{out['n_samples']} rows, loss {out['loss']}", file=sys.stderr)
     return 0
 
@@ -826,7 +828,10 @@ def add_client_commands(subparsers: Any) -> None:
 
     ev = subparsers.add_parser("evaluate", parents=[conn], help="loss and metrics of a model on a dataset")
     ev.add_argument("model_id")
-    ev.add_argument("--dataset", required=True, help="the dataset's id (rows held out of training, say)")
+    ev.add_argument("--dataset", help="the dataset's id (rows held out of training, say)")
+    ev.add_argument("--rows", choices=("all", "validation", "training"),
+                    help="validation or training: the rows the version's own job validated or trained on "
+                         "(no --dataset needed); all (the default): every row of --dataset")
     ev.add_argument("--version", type=int, help="default: the latest")
     ev.add_argument("--loss", help="default: the loss the version was trained with")
     ev.add_argument("--metric", action="append", help="repeat for several (default: the training job's)")

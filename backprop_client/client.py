@@ -544,13 +544,14 @@ class Client:
                                            headers={"content-type": NPY_MEDIA_TYPE}, params=params))
 
     def evaluate(
-        self, model_id: str, dataset_id: str, *, version: int | None = None, loss: str | None = None,
-        metrics: Sequence[str] | None = None,
+        self, model_id: str, dataset_id: str | None = None, *, rows: str | None = None, version: int | None = None,
+        loss: str | None = None, metrics: Sequence[str] | None = None,
     ) -> Evaluation:
         """The loss and metrics of a trained version on a stored dataset (rows held out of training, say);
-        the loss and metrics default to those the version was trained with."""
-        body: dict[str, Any] = {"dataset_id": dataset_id}
-        for key, value in (("version", version), ("loss", loss)):
+        the loss and metrics default to those the version was trained with. ``rows="validation"`` (or
+        ``"training"``) with no ``dataset_id`` scores the rows the version's own job validated (trained) on."""
+        body: dict[str, Any] = {}
+        for key, value in (("dataset_id", dataset_id), ("rows", rows), ("version", version), ("loss", loss)):
             if value is not None:
                 body[key] = value
         if metrics is not None:

@@ -170,6 +170,7 @@ class Evaluation(TypedDict):
     model_id: str
     version: int
     dataset_id: str
+    rows: Literal["all", "validation", "training"]
     n_samples: int
     loss: str
     metrics: dict[str, float | None]

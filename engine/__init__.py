@@ -9,6 +9,7 @@ Public API::
     normalize_fit_config(config) -> dict               # ConfigError(field, message)
     check_compatible(model, config, x_shape, y)        # ConfigError(field "loss" | "input_shape" | ...);
                                                        # ``model`` may be a Model or shapes(spec)
+    split_rows(config, y) -> (train_rows, val_rows)    # the rows a fit of config trains and validates on
     Model.fit(X, y, *, callbacks=(), batch_callbacks=(), **config) -> history
     Model.predict(X, batch_size=None), Model.evaluate(X, y), Model.summary(),
     Model.get_weights(), Model.set_weights(ws),
@@ -24,7 +25,7 @@ from .errors import ConfigError, Diverged, EngineError, SpecError
 from .model import Model, Shapes, shapes, summarize
 from .serialization import model_from_bytes as from_bytes
 from .spec import normalize_spec
-from .training import BatchEvent, EpochEvent, check_compatible, resume
+from .training import BatchEvent, EpochEvent, check_compatible, resume, split_rows
 
 
 def build(spec: dict, seed: int | None = None, dtype: str = "float32") -> Model:
@@ -33,5 +34,5 @@ def build(spec: dict, seed: int | None = None, dtype: str = "float32") -> Model:
 
 
 __all__ = ["build", "shapes", "Shapes", "summarize", "normalize_spec", "normalize_fit_config", "check_compatible",
-           "resume", "from_bytes", "Model", "SpecError", "ConfigError", "Diverged", "EngineError", "EpochEvent",
-           "BatchEvent"]
+           "resume", "split_rows", "from_bytes", "Model", "SpecError", "ConfigError", "Diverged", "EngineError",
+           "EpochEvent", "BatchEvent"]

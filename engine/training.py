@@ -118,6 +118,31 @@ def _check_targets(model, config: dict, x_shape: tuple, y) -> None:
         raise ConfigError("loss", "binary_crossentropy needs targets in [0, 1]")
 
 
+# -- which rows a validation_split holds out -------------------------------------------------------------
+def _held_out_order(cfg: dict, loss_name_: str, targets: np.ndarray, n_train: int) -> np.ndarray | None:
+    """The rows in training-then-validation order for ``cfg``'s validation_rows (engine/holdout.py), drawn
+    from stream 3 of the fit's seed; None for Keras's "last"."""
+    mode = cfg.get("validation_rows", "last")
+    if mode == "last":
+        return None
+    classes = holdout.class_of_rows(loss_name_, targets) if mode == "stratified" else None
+    return holdout.row_order(mode, len(targets), n_train, _rng(cfg["seed"], 0, 3), classes)
+
+
+def split_rows(config: dict, y, dtype="float32") -> tuple[np.ndarray, np.ndarray]:
+    """(training rows, validation rows) of a fit of ``config`` (a normalized fit config, as a job stores it)
+    on targets ``y`` (in the loss's form, as the fit takes them): indices into the dataset, each in dataset
+    order, exactly the rows that fit trained and validated on. No validation_split: every row trains."""
+    loss = losses_mod.get(normalize_loss(config.get("loss")))
+    targets = loss.prepare_targets(y, np.dtype(dtype))
+    n = len(targets)
+    fraction = float(config.get("validation_split") or 0.0)
+    n_train = int(math.floor(n * (1.0 - fraction))) if fraction > 0 else n
+    order = _held_out_order(config, loss.name, targets, n_train) if n_train < n else None
+    rows = np.arange(n) if order is None else order
+    return rows[:n_train], rows[n_train:]
+
+
 # -- the trainer --------------------------------------------------------------------------------------
 class _Trainer:
     def __init__(self, model, cfg: dict, state: dict | None):
@@ -227,14 +252,12 @@ class _Trainer:
         if split < 1:
             raise ConfigError("validation_split", f"leaves no training rows out of {n}")
         yt = self.loss.prepare_targets(y, dt)
-        mode = cfg.get("validation_rows", "last")
-        if validation_data is None and mode != "last":
-            holdout.check_stratifiable(mode, self.loss.name, model.output_units)
-            classes = holdout.class_of_rows(self.loss.name, yt) if mode == "stratified" else None
-            order = holdout.row_order(mode, n, split, _rng(cfg["seed"], 0, 3), classes)
-            yt = yt[order]
-        else:
-            order = None     # Keras's rule: the validation rows are the last ones, where they already are
+        order = None         # Keras's rule: the validation rows are the last ones, where they already are
+        if validation_data is None and split < n:
+            holdout.check_stratifiable(cfg.get("validation_rows", "last"), self.loss.name, model.output_units)
+            order = _held_out_order(cfg, self.loss.name, yt, split)
+            if order is not None:
+                yt = yt[order]
         # standardization: statistics from the training part only; the one copy of the data
         if standardization is None and cfg["standardize"]:
             standardization = _fit_standardization(X, dt, None if order is None else order[:split], split)

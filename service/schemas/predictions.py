@@ -1,7 +1,7 @@
 """Predictions on the wire."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -34,9 +34,17 @@ class PredictOut(BaseModel):
 class EvaluateIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    dataset_id: str = Field(max_length=64, description="A stored dataset, typically rows held out of training.")
+    dataset_id: str | None = Field(
+        default=None, max_length=64,
+        description="A stored dataset, typically rows held out of training. May be left out with rows "
+        "validation or training: the version's own training dataset.")
     version: int | None = Field(default=None, ge=1, le=2**31 - 1,
                                 description="Defaults to the model's serving version, else the latest.")
+    rows: Literal["all", "validation", "training"] | None = Field(
+        default=None,
+        description='"all" (the default): every row of dataset_id. "validation": the rows the job that trained the '
+        "version validated on (the rows its validation_split held out, as its validation_rows chose them, or its "
+        'validation dataset); "training": the rows it trained on.')
     loss: str | dict[str, Any] | None = Field(
         default=None, description="Defaults to the loss of the job that trained the version.")
     metrics: list[str] | None = Field(
@@ -64,6 +72,7 @@ class EvaluateOut(BaseModel):
     model_id: str
     version: int
     dataset_id: str
+    rows: Literal["all", "validation", "training"] = Field(description="Which of the dataset's rows were scored.")
     n_samples: int
     loss: str = Field(description="The loss function used.")
     metrics: dict[str, float | None] = Field(

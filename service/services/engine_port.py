@@ -135,3 +135,8 @@ def draw_seed() -> int:
 
 def from_bytes(data: bytes) -> Any:
     return _engine().from_bytes(data)
+
+
+def split_rows(config: dict[str, Any], y: Any) -> tuple[Any, Any]:
+    """(training rows, validation rows) of the fit a job of ``config`` runs on targets ``y`` (engine.split_rows)."""
+    return _engine().split_rows(config, y)

@@ -1,4 +1,5 @@
-"""Evaluate a trained version on a stored dataset: its loss and metrics on rows it was not trained on.
+"""Evaluate a trained version on a stored dataset: its loss and metrics on rows it was not trained on, or on
+the rows its own job validated (or trained) on, split exactly as that job's fit split them.
 
 The dataset is read in the version's terms (service.services.dataset_matching: labels by value, same-named
 columns in the version's order). The loss and metrics default to those of the job that trained the version.
@@ -14,7 +15,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.db.models import Dataset
+from service.db.models import Dataset, Job
 from service.errors import Invalid
 from service.serving import class_probabilities, forward, labels_on
 from service.services import dataset_matching as matching
@@ -26,7 +27,9 @@ from service.training_data import TargetMismatch, loss_name, n_outputs_of, targe
 
 def evaluate(session: Session, owner_id: str, model_id: str, body: Any) -> dict[str, Any]:
     model, version = models_service.get_version(session, owner_id, model_id, body.version, with_data=True)
-    dataset = datasets_service.get(session, owner_id, body.dataset_id)
+    rows = body.rows or "all"
+    dataset_id, split_by = _rows_to_score(session, owner_id, version, rows, body.dataset_id)
+    dataset = datasets_service.get(session, owner_id, dataset_id)
     net = engine_port.from_bytes(version.data)
     trained_with = net.fit_config or {}
     asked = {"loss": body.loss if body.loss is not None else trained_with.get("loss"),
@@ -41,8 +44,15 @@ def evaluate(session: Session, owner_id: str, model_id: str, body: Any) -> dict[
     X = matching.features(version, dataset, X).reshape((X.shape[0], *shape))
     truth = matching.targets(version, dataset, y)
     n_classes = len(version.classes or []) if version.task == "classification" else None
+    n_outputs = n_outputs_of(model.summary)
+    if split_by is not None:
+        # the rows as the job's fit split them: its targets in its own loss's form, its seed and its split
+        job_targets = targets_for_loss(truth, version.task, split_by["loss"], n_outputs, n_classes)
+        train, held = engine_port.split_rows(split_by, job_targets)
+        picked = held if rows == "validation" else train
+        X, truth = X[picked], truth[picked]
     try:
-        y = targets_for_loss(truth, version.task, loss, n_outputs_of(model.summary), n_classes)
+        y = targets_for_loss(truth, version.task, loss, n_outputs, n_classes)
     except TargetMismatch as exc:
         raise Invalid(f"loss {loss_name(loss)} cannot evaluate this model on this dataset: {exc}",
                       loc=["body", "loss"]) from None
@@ -51,11 +61,41 @@ def evaluate(session: Session, owner_id: str, model_id: str, body: Any) -> dict[
         "model_id": model.id,
         "version": version.version,
         "dataset_id": dataset.id,
+        "rows": rows,
         "n_samples": int(X.shape[0]),
         "loss": loss_name(loss),
         "metrics": {k: (float(v) if v is not None and math.isfinite(v) else None) for k, v in results.items()},
         "confusion": confusion(version.task, list(version.classes or []), forward(net, X), truth),
     }
+
+
+def _rows_to_score(session: Session, owner_id: str, version: Any, rows: str,
+                   dataset_id: str | None) -> tuple[str, dict[str, Any] | None]:
+    """The dataset to score and, for rows "validation" or "training" of the version's own training dataset, the
+    config of the job that split it (None: every row of the dataset). Invalid names the field that cannot be."""
+    if rows == "all":
+        if dataset_id is None:
+            raise Invalid('give a dataset_id, or rows "validation" or "training" to score the version on the '
+                          "rows its job held out or trained on", loc=["body", "dataset_id"])
+        return dataset_id, None
+    job = session.get(Job, version.job_id) if version.job_id else None
+    if job is None or job.owner_id != owner_id or version.dataset_id is None:
+        raise Invalid(f"the job that trained version {version.version} is gone, and with it which rows it held out",
+                      loc=["body", "rows"])
+    config = dict(job.config)
+    if rows == "validation" and config.get("validation_dataset_id"):
+        own = config["validation_dataset_id"]         # the job validated on a dataset of its own: all of it
+        if dataset_id is not None and dataset_id != own:
+            raise Invalid(f"version {version.version} validated on dataset {own}; rows validation scores that "
+                          "dataset (leave dataset_id out)", loc=["body", "dataset_id"])
+        return own, None
+    if dataset_id is not None and dataset_id != version.dataset_id:
+        raise Invalid(f"rows {rows} are rows of dataset {version.dataset_id}, the one version {version.version} "
+                      "was trained on (leave dataset_id out)", loc=["body", "dataset_id"])
+    if rows == "validation" and not float(config.get("validation_split") or 0.0) > 0:
+        raise Invalid(f"the job that trained version {version.version} held out no rows (it had no "
+                      "validation_split)", loc=["body", "rows"])
+    return version.dataset_id, config
 
 
 # ---------------------------------------------------------------------------------------------- confusion

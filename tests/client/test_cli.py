@@ -103,6 +103,8 @@ def test_a_cli_session(live, tmp_path):
     assert "PRECISION" in shown.stdout and "TRUE/PREDICTED" in shown.stdout
     matrix = shown.stdout.split("TRUE/PREDICTED")[1].splitlines()[1:3]
     assert sum(int(n) for line in matrix for n in line.split()[1:]) == 40
+    own = run(live, "evaluate", model["id"], "--rows", "training", "--version", "1")   # the job held out 10
+    assert "(training rows of its job): 30 rows" in own.stderr and "TRUE/PREDICTED" in own.stdout
     npy_rows = tmp_path / "rows.npy"
     np.save(npy_rows, np.array([[0, 0], [1, 0]], dtype=np.float32))
     assert json.loads(run(live, "predict", model["id"], "--npy", str(npy_rows), "--json").stdout) == pred

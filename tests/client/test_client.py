@@ -91,6 +91,9 @@ def test_round_trip(live, tmp_path):
         assert by_name["predictions"] == pred["predictions"]
         scores = bp.evaluate(model["id"], ds["id"], metrics=["accuracy"])
         assert scores["n_samples"] == 40 and scores["version"] == 1 and set(scores["metrics"]) == {"loss", "accuracy"}
+        own = bp.evaluate(model["id"], rows="validation")       # the 10 rows its job's validation_split held out
+        assert (own["rows"], own["dataset_id"], own["n_samples"]) == ("validation", ds["id"], 10)
+        assert own["metrics"]["loss"] == pytest.approx(done["history"][-1]["val_loss"], rel=1e-6)
         # a NumPy array travels as one .npy body: the same answer; bytes and a file path work too
         rows = np.array([[0, 0], [1, 0]], dtype=np.float32)
         as_npy = bp.predict(model["id"], rows)

@@ -115,6 +115,8 @@ def test_a_validation_dataset_scores_every_epoch_as_evaluate_does(svc):
     last = job["history"][-1]
     assert (scores["loss"], scores["accuracy"]) == (last["val_loss"], last["val_accuracy"])
     assert scores["accuracy"] >= 0.9
+    own = svc.client.post(f"/v1/models/{model_id}/evaluate", json={"rows": "validation"}).json()
+    assert (own["dataset_id"], own["metrics"]) == (held, scores)     # the job's own validation rows: that dataset
     assert svc.client.delete(f"/v1/datasets/{held}").status_code == 204     # no job uses it any more
 
 
@@ -140,6 +142,11 @@ def test_a_continued_job_equals_one_longer_job(svc):
     assert rows(continued)[:10] == rows(first)
     assert_same_weights(weights(svc, model_id, continued["result_version"]),
                         weights(svc, model_id, reference["result_version"]))
+    # evaluate on the continued version's own validation rows: its last row's val_ figures, to the bit
+    own = svc.client.post(f"/v1/models/{model_id}/evaluate",
+                          json={"rows": "validation", "version": continued["result_version"]}).json()
+    assert (own["metrics"]["loss"], own["metrics"]["accuracy"]) == (continued["history"][-1]["val_loss"],
+                                                                    continued["history"][-1]["val_accuracy"])
 
     # to float32 rounding: the worker's BLAS may use another thread count than this process
     val_loss = first["history"][0]["val_loss"]

@@ -74,11 +74,22 @@ def test_the_draw_follows_the_seed():
 
 
 def held_out_rows(mode, seed=FIT["seed"], X=X_SORTED, y=Y_SORTED, split=0.2):
-    """The rows the engine holds out, as the fit draws them (stream 3 of the fit's seed)."""
+    """The rows the engine's fit trains and validates on, as engine.split_rows answers them for its config."""
+    config = engine.normalize_fit_config({**FIT, "seed": seed, "validation_split": split, "validation_rows": mode})
+    return engine.split_rows(config, y)
+
+
+def test_split_rows_of_keras_rule_and_of_no_split():
+    train, held = held_out_rows("last")
+    assert train.tolist() == list(range(72)) and held.tolist() == list(range(72, 90))
+    train, held = engine.split_rows(engine.normalize_fit_config({"loss": "mse", "seed": 1}), np.zeros(90))
+    assert train.tolist() == list(range(90)) and held.size == 0
+    # a draw from the seed's own stream (3): not the order of any other generator seeded the same way
     from engine.training import _rng
-    n_train = keras_n_train(len(X), split)
-    order = holdout.row_order(mode, len(X), n_train, _rng(seed, 0, 3), y if mode == "stratified" else None)
-    return order[:n_train], order[n_train:]
+    train, held = held_out_rows("random")
+    n_train = keras_n_train(90, 0.2)
+    assert np.array_equal(np.concatenate([train, held]),
+                          holdout.row_order("random", 90, n_train, _rng(FIT["seed"], 0, 3)))
 
 
 @pytest.mark.parametrize("mode", ["random", "stratified"])
