@@ -299,6 +299,21 @@ def test_model_view_evaluates_on_a_dataset(browser, live, world, screenshot_dir)
     assert labels == [str(c) for c in expected["confusion"]["classes"]]
     browser.save_screenshot(str(screenshot_dir / "dashboard-evaluate.png"))
 
+    # the version's own job's validation rows (its stratified validation_split): the job's last val_ figures
+    select = Select(browser.find_element(By.ID, "evaluate-dataset"))
+    assert [o.get_attribute("value") for o in select.options][:2] == ["rows:validation", "rows:training"]
+    select.select_by_value("rows:validation")
+    browser.execute_script("document.getElementById('evaluate-metrics').hidden = true")
+    browser.find_element(By.ID, "evaluate-button").click()
+    wait_for(browser, "return !document.getElementById('evaluate-metrics').hidden", what="the validation rows")
+    shown = browser.execute_script(
+        "return Object.fromEntries([...document.querySelectorAll('#evaluate-metrics tbody tr')]"
+        ".map(r => [r.dataset.metric || 'rows', r.cells[1].textContent]))")
+    job = world["job"]
+    n = dataset["n_samples"]
+    assert int(shown["rows"].replace(",", "")) == n - math.floor(n * (1 - job["config"]["validation_split"]))
+    assert float(shown["loss"]) == pytest.approx(job["history"][-1]["val_loss"], rel=1e-3, abs=1e-4)
+
 
 SWEEP_BASE = {"loss": "categorical_crossentropy", "optimizer": "adam", "epochs": 3, "validation_split": 0.2,
               "metrics": ["accuracy"], "seed": 1}

@@ -63,9 +63,9 @@ export const setServingVersion = (id, version) =>
   api(`v1/models/${enc(id)}`, { method: "PATCH", body: { serving_version: version } });
 export const listVersions = (id) => api(`v1/models/${enc(id)}/versions?limit=100`);
 export const listDatasets = (limit = 200) => api(`v1/datasets?limit=${limit}`);
-export const evaluate = (id, datasetId, version) =>
-  api(`v1/models/${enc(id)}/evaluate`, {
-    method: "POST", body: version ? { dataset_id: datasetId, version } : { dataset_id: datasetId } });
+// ``target``: {dataset_id} (every row of a dataset) or {rows: "validation" | "training"} (the version's own job's)
+export const evaluate = (id, target, version) =>
+  api(`v1/models/${enc(id)}/evaluate`, { method: "POST", body: version ? { ...target, version } : target });
 export const predict = (id, inputs, version) =>
   api(`v1/models/${enc(id)}/predict`, { method: "POST", body: version ? { inputs, version } : { inputs } });
 export const eventsUrl = (id) => `v1/jobs/${enc(id)}/events`;

@@ -694,11 +694,14 @@ async function showModel(id) {
   const datasets = [...state.datasets.values()];
   const chosen = $("evaluate-dataset").value;
   $("evaluate-dataset").replaceChildren(
+    // the rows the version's own job validated or trained on, split as its fit split them
+    h("option", { value: "rows:validation" }, "its job's validation rows"),
+    h("option", { value: "rows:training" }, "its job's training rows"),
     ...datasets.map((d) =>
       h("option", { value: d.id }, `${d.name} (${d.n_samples.toLocaleString()} rows, ${short(d.id)})`)),
   );
-  if (datasets.some((d) => d.id === chosen)) $("evaluate-dataset").value = chosen;
-  $("evaluate-button").disabled = versions.items.length === 0 || datasets.length === 0;
+  if ([...$("evaluate-dataset").options].some((o) => o.value === chosen)) $("evaluate-dataset").value = chosen;
+  $("evaluate-button").disabled = versions.items.length === 0;
 }
 
 // The serving column of one version's row: what it is, and the button that changes it.
@@ -782,7 +785,9 @@ async function onEvaluate(event) {
   $("evaluate-error").textContent = "";
   $("evaluate-button").disabled = true;
   try {
-    renderEvaluation(await api.evaluate(id, $("evaluate-dataset").value, version));
+    const choice = $("evaluate-dataset").value;
+    const target = choice.startsWith("rows:") ? { rows: choice.slice(5) } : { dataset_id: choice };
+    renderEvaluation(await api.evaluate(id, target, version));
   } catch (err) {
     if (handleError(err)) return;
     $("evaluate-error").textContent = err.message;
