@@ -10,7 +10,7 @@
                    [--batch-size N] [--validation-split F [--validation-rows last|random|stratified]]
                    [--class-weight balanced|JSON] [--config JOB.json] [--no-wait]
     backprop jobs [--status S] | jobs show ID | jobs watch ID | jobs cancel ID
-    backprop sweep --model ID --dataset ID --grid JSON [train's options] [--objective O] [--wait]
+    backprop sweep --model ID --dataset ID --grid JSON [train's options] [--objective O] [--folds K] [--wait]
     backprop sweeps list [--model ID] | sweeps show ID | sweeps cancel ID | sweeps delete ID
     backprop predict MODEL_ID (--input ROWS.json | --csv FILE | --npy ROWS.npy)
     backprop evaluate MODEL_ID (--dataset DATASET_ID | --rows validation|training) [--version N] [--metric M ...]
@@ -476,7 +476,7 @@ def sweep_body(args: argparse.Namespace) -> dict[str, Any]:
         config["optimizer"] = "adam"        # as train's --lr without --optimizer: a rate needs an optimizer to tune
     body: dict[str, Any] = {"model_id": config.pop("model_id"), "dataset_id": config.pop("dataset_id"),
                             "config": config, "grid": grid}
-    for key in ("objective", "mode", "name"):
+    for key in ("objective", "mode", "name", "folds"):
         if getattr(args, key) is not None:
             body[key] = getattr(args, key)
     return body
@@ -502,13 +502,24 @@ def _print_sweep(sweep: dict[str, Any]) -> None:
         print(f"best: trial {[t['job_id'] for t in trials].index(best) + 1}, {_params_text(sweep['best']['params'])}"
               f", {sweep['objective']} {_fmt(sweep['best']['objective'])}: model {sweep['model_id']} version "
               f"{sweep['best']['result_version']}")
+    cv = sweep.get("cross_validation")
+    if cv:
+        print()
+        table([("*" if cv["best"] and p["job_ids"] == cv["best"]["job_ids"] else "", _params_text(p["params"]),
+                f"{p['folds_succeeded']}/{cv['folds']}",
+                "-" if p["objective_mean"] is None else f"{_fmt(p['objective_mean'])} ± {_fmt(p['objective_std'])}")
+               for p in cv["points"]], ("BEST", "PARAMS", "FOLDS", f"MEAN {sweep['objective'].upper()}"))
+        if cv["best"]:
+            print(f"best over {cv['folds']} folds: {_params_text(cv['best']['params'])}, {sweep['objective']} "
+                  f"{_fmt(cv['best']['objective_mean'])} ± {_fmt(cv['best']['objective_std'])}")
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     body = sweep_body(args)
     with connect(args) as bp:
         sweep = dict(bp.create_sweep(body.pop("model_id"), body.pop("dataset_id"), body.pop("grid"),
-                                     **{k: body.pop(k) for k in ("objective", "mode", "name") if k in body},
+                                     **{k: body.pop(k) for k in ("objective", "mode", "name", "folds")
+                                        if k in body},
                                      **body.pop("config")))
         if not args.wait:
             if _json(args):
@@ -801,6 +812,8 @@ def add_client_commands(subparsers: Any) -> None:
                                         "validation data, else loss)")
     sw.add_argument("--mode", choices=("auto", "min", "max"), help="lower or higher is better (default: auto)")
     sw.add_argument("--name", help="default: the grid's keys")
+    sw.add_argument("--folds", type=int, help="k-fold cross-validation of every grid point, ranked by the mean "
+                                              "over its folds (--validation-rows deals the rows to the folds)")
     sw.add_argument("--wait", action="store_true", help="follow the trials until the sweep ends, then show it")
     sw.set_defaults(func=_guard(cmd_sweep))
 

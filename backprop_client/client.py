@@ -461,7 +461,7 @@ class Client:
 
     def create_sweep(
         self, model_id: str, dataset_id: str, grid: Mapping[str, Sequence[Any]], *, objective: str | None = None,
-        mode: str | None = None, name: str | None = None, **config: Any,
+        mode: str | None = None, name: str | None = None, folds: int | None = None, **config: Any,
     ) -> Sweep:
         """Try every combination of the ``grid``'s values: one training job per combination, each the base
         ``config`` (the fit configuration of :meth:`create_job`) with its values set at their dotted paths::
@@ -471,12 +471,14 @@ class Client:
                             epochs=20, validation_split=0.2, metrics=["accuracy"])
 
         ``objective`` ranks the trials (default: ``val_loss`` when they have validation data, else ``loss``);
-        ``mode`` is ``"min"``, ``"max"`` or ``"auto"``."""
+        ``mode`` is ``"min"``, ``"max"`` or ``"auto"``. ``folds=k``: k-fold cross-validation of every grid point
+        (``validation_rows`` in ``config`` deals the rows to the folds), ranked in ``["cross_validation"]`` by the
+        mean of its folds' objectives."""
         if config.get("class_weight") is not None:
             config["class_weight"] = _class_weight_json(config["class_weight"])
         body: dict[str, Any] = {"model_id": model_id, "dataset_id": dataset_id, "config": config,
                                 "grid": {str(path): list(values) for path, values in grid.items()}}
-        for key, value in (("objective", objective), ("mode", mode), ("name", name)):
+        for key, value in (("objective", objective), ("mode", mode), ("name", name), ("folds", folds)):
             if value is not None:
                 body[key] = value
         return cast(Sweep, self._json("POST", "/v1/sweeps", json=body))

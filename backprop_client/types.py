@@ -116,6 +116,22 @@ class SweepTrial(TypedDict):
     result_version: int | None
 
 
+class CrossValidationPoint(TypedDict):
+    params: dict[str, Any]
+    job_ids: list[str]
+    folds_succeeded: int
+    objective_mean: float | None
+    objective_std: float | None
+
+
+class CrossValidation(TypedDict):
+    """A sweep with ``folds``: each grid point's objective over its folds, and the point with the best mean."""
+
+    folds: int
+    points: list[CrossValidationPoint]
+    best: CrossValidationPoint | None
+
+
 class Sweep(TypedDict):
     """A hyperparameter sweep: ``status`` is ``running`` while a trial is queued or running, then
     ``succeeded``, ``cancelled`` or ``failed``; ``best`` is the succeeded trial with the best objective."""
@@ -132,6 +148,7 @@ class Sweep(TypedDict):
     created_at: str
     trials: list[SweepTrial]
     best: SweepTrial | None
+    cross_validation: NotRequired[CrossValidation | None]
 
 
 class Checkpoint(TypedDict):

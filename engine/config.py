@@ -18,7 +18,7 @@ EARLY_STOPPING_DEFAULTS = {"monitor": "val_loss", "min_delta": 0.0, "patience": 
 PLATEAU_DEFAULTS = {"monitor": "val_loss", "factor": 0.1, "patience": 10, "mode": "auto", "min_delta": 1e-4,
                     "cooldown": 0, "min_lr": 0.0}
 KEYS = ("loss", "optimizer", "epochs", "batch_size", "shuffle", "validation_split", "validation_rows",
-        "validation_data",
+        "validation_fold", "validation_data",
         "seed", "metrics", "regularization", "early_stopping", "reduce_lr_on_plateau", "augmentation",
         "standardize", "class_weight")
 
@@ -138,6 +138,22 @@ def draw_seed() -> int:
     return int(np.random.SeedSequence().generate_state(1, np.uint32)[0])
 
 
+def _validation_fold(value) -> dict | None:
+    """{"fold": i, "folds": k} (1 <= i <= k, k >= 2): hold out fold i of k (engine/holdout.py)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ConfigError("validation_fold", f'must be {{"fold": i, "folds": k}}, got {value!r}')
+    for key in value:
+        if key not in ("fold", "folds"):
+            raise ConfigError(f"validation_fold.{key}", "unknown option")
+    folds = _int(value.get("folds"), "validation_fold.folds", lo=2)
+    fold = _int(value.get("fold"), "validation_fold.fold", lo=1)
+    if fold > folds:
+        raise ConfigError("validation_fold.fold", f"must be <= folds ({folds}), got {fold}")
+    return {"fold": fold, "folds": folds}
+
+
 def normalize_fit_config(config: dict, input_rank: int | None = None) -> dict:
     """Validate the job keys and fill every default; raise ConfigError with a dotted field."""
     if not isinstance(config, dict):
@@ -158,12 +174,15 @@ def normalize_fit_config(config: dict, input_rank: int | None = None) -> dict:
     out["shuffle"] = _bool(config.get("shuffle", True), "shuffle")
     out["validation_split"] = _num(config.get("validation_split", 0.0) or 0.0, "validation_split",
                                    lo=0.0, hi=1.0, hi_open=True)
+    out["validation_fold"] = _validation_fold(config.get("validation_fold"))
+    if out["validation_fold"] is not None and out["validation_split"] > 0:
+        raise ConfigError("validation_fold", "give validation_split or validation_fold, not both")
     rows = config.get("validation_rows", "last")
     if rows not in holdout.MODES:
         raise ConfigError("validation_rows", f"must be one of {', '.join(holdout.MODES)}, got {rows!r}")
-    if rows != "last" and not out["validation_split"] > 0:
-        raise ConfigError("validation_rows", f"{rows} says which rows a validation_split holds out; set "
-                                             "validation_split too")
+    if rows != "last" and not out["validation_split"] > 0 and out["validation_fold"] is None:
+        raise ConfigError("validation_rows", f"{rows} says which rows a validation_split or a validation_fold "
+                                             "holds out; set one of them too")
     out["validation_rows"] = rows
     seed = config.get("seed")
     out["seed"] = draw_seed() if seed is None else _int(seed, "seed", lo=0)
@@ -189,7 +208,8 @@ def normalize_fit_config(config: dict, input_rank: int | None = None) -> dict:
                 raise ConfigError(f"regularization.{key}", "unknown option")
         reg = {"type": reg["type"], "lambda": _num(reg.get("lambda", 0.01), "regularization.lambda", lo=0.0)}
     out["regularization"] = reg
-    has_validation = out["validation_split"] > 0 or config.get("validation_data") is not None
+    has_validation = out["validation_split"] > 0 or out["validation_fold"] is not None \
+        or config.get("validation_data") is not None
     for key, defaults in (("early_stopping", EARLY_STOPPING_DEFAULTS), ("reduce_lr_on_plateau", PLATEAU_DEFAULTS)):
         cb = _normalize_callback(config.get(key), defaults, key, canon)
         if cb is not None and cb["monitor"].startswith("val_") and not has_validation:

@@ -9,8 +9,12 @@ and never trains on most of it, so two other rules are offered; both hold out ex
   by largest remainder (ties to the lower class index), so the held-out rows have the classes' proportions
   to within one row per class; which rows of a class are held out is drawn at random.
 
-Both draw from the fit's seed alone (stream 3 of ``training._rng``), so a resumed or continued fit holds out
-the same rows. The training rows keep their order in the dataset (``shuffle: false`` still means dataset
+``validation_fold: {"fold": i, "folds": k}`` holds out fold i of k instead of a fraction (k-fold
+cross-validation, one job per fold: a sweep's ``folds``); the same three modes deal the rows to the folds
+(``fold_of_rows``).
+
+All draw from the fit's seed alone (stream 3 of ``training._rng``), so a resumed or continued fit holds out
+the same rows, and the k jobs of one cross-validation, which share a seed, deal the same folds. The training rows keep their order in the dataset (``shuffle: false`` still means dataset
 order) and the held-out rows too.
 """
 from __future__ import annotations
@@ -44,6 +48,45 @@ def class_of_rows(loss_name: str, y: np.ndarray) -> np.ndarray:
     if loss_name == "categorical_crossentropy":
         return np.argmax(y.reshape(len(y), -1), axis=1)
     return (y.reshape(len(y)) >= 0.5).astype(np.intp)       # binary, one output: the side of 0.5
+
+
+def fold_of_rows(mode: str, n: int, folds: int, rng: np.random.Generator,
+                 classes: np.ndarray | None = None) -> np.ndarray:
+    """Each row's fold (0 .. folds-1) for k-fold cross-validation (``validation_fold``), dealt by ``mode``:
+
+    - "last": contiguous blocks in dataset order, the first ``n % folds`` one row longer (scikit-learn's
+      KFold without shuffling);
+    - "random": the same block sizes over a random permutation of the rows;
+    - "stratified": each class's rows, in a random order, dealt to the folds in turn, the deal carrying on from
+      one class to the next, so that fold sizes differ by at most one row, and so do a class's rows per fold.
+    """
+    if mode == "stratified":
+        if classes is None:
+            raise ValueError("stratified needs each row's class")
+        fold = np.empty(n, dtype=np.intp)
+        dealt = 0
+        for label in np.unique(classes):
+            rows = rng.permutation(np.flatnonzero(classes == label))
+            fold[rows] = (dealt + np.arange(len(rows))) % folds
+            dealt += len(rows)
+        return fold
+    sizes = np.full(folds, n // folds)
+    sizes[:n % folds] += 1
+    blocks = np.repeat(np.arange(folds), sizes)
+    if mode == "last":
+        return blocks
+    if mode == "random":
+        fold = np.empty(n, dtype=np.intp)
+        fold[rng.permutation(n)] = blocks
+        return fold
+    raise ValueError(f"unknown validation_rows {mode!r}")
+
+
+def fold_order(fold: np.ndarray, held_fold: int) -> tuple[np.ndarray, int]:
+    """The rows with every fold but ``held_fold`` (0-based) first and that fold after them, each part in dataset
+    order, and the number of training rows."""
+    held = fold == held_fold
+    return np.concatenate([np.flatnonzero(~held), np.flatnonzero(held)]), int(np.count_nonzero(~held))
 
 
 def row_order(mode: str, n: int, n_train: int, rng: np.random.Generator,

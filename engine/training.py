@@ -119,27 +119,35 @@ def _check_targets(model, config: dict, x_shape: tuple, y) -> None:
 
 
 # -- which rows a validation_split holds out -------------------------------------------------------------
-def _held_out_order(cfg: dict, loss_name_: str, targets: np.ndarray, n_train: int) -> np.ndarray | None:
-    """The rows in training-then-validation order for ``cfg``'s validation_rows (engine/holdout.py), drawn
-    from stream 3 of the fit's seed; None for Keras's "last"."""
+def _split(cfg: dict, loss_name_: str, targets: np.ndarray) -> tuple[int, np.ndarray | None]:
+    """(training rows, row order) of a fit of ``cfg``: the order puts the training rows first and the held-out
+    rows after them (engine/holdout.py), drawn from stream 3 of the fit's seed; None when the rows stay where
+    they are (no validation, or Keras's "last" rows of a validation_split)."""
+    n = len(targets)
     mode = cfg.get("validation_rows", "last")
-    if mode == "last":
-        return None
     classes = holdout.class_of_rows(loss_name_, targets) if mode == "stratified" else None
-    return holdout.row_order(mode, len(targets), n_train, _rng(cfg["seed"], 0, 3), classes)
+    fold = cfg.get("validation_fold")
+    if fold:
+        if fold["folds"] > n:
+            raise ConfigError("validation_fold.folds", f"{fold['folds']} folds of {n} rows: at most one per row")
+        folds = holdout.fold_of_rows(mode, n, fold["folds"], _rng(cfg["seed"], 0, 3), classes)
+        order, n_train = holdout.fold_order(folds, fold["fold"] - 1)
+        return n_train, order
+    fraction = float(cfg.get("validation_split") or 0.0)
+    n_train = int(math.floor(n * (1.0 - fraction))) if fraction > 0 else n
+    if mode == "last" or n_train == n:
+        return n_train, None
+    return n_train, holdout.row_order(mode, n, n_train, _rng(cfg["seed"], 0, 3), classes)
 
 
 def split_rows(config: dict, y, dtype="float32") -> tuple[np.ndarray, np.ndarray]:
     """(training rows, validation rows) of a fit of ``config`` (a normalized fit config, as a job stores it)
     on targets ``y`` (in the loss's form, as the fit takes them): indices into the dataset, each in dataset
-    order, exactly the rows that fit trained and validated on. No validation_split: every row trains."""
+    order, exactly the rows that fit trained and validated on. No validation_split or fold: every row trains."""
     loss = losses_mod.get(normalize_loss(config.get("loss")))
     targets = loss.prepare_targets(y, np.dtype(dtype))
-    n = len(targets)
-    fraction = float(config.get("validation_split") or 0.0)
-    n_train = int(math.floor(n * (1.0 - fraction))) if fraction > 0 else n
-    order = _held_out_order(config, loss.name, targets, n_train) if n_train < n else None
-    rows = np.arange(n) if order is None else order
+    n_train, order = _split(config, loss.name, targets)
+    rows = np.arange(len(targets)) if order is None else order
     return rows[:n_train], rows[n_train:]
 
 
@@ -245,19 +253,18 @@ class _Trainer:
         dt = model.dtype
         X = model._as_input(X)
         n = X.shape[0]
-        if validation_data is None and cfg["validation_split"] > 0:
-            split = int(math.floor(n * (1.0 - cfg["validation_split"])))
+        yt = self.loss.prepare_targets(y, dt)
+        if validation_data is None:
+            holdout.check_stratifiable(cfg.get("validation_rows", "last"), self.loss.name, model.output_units)
+            split, order = _split(cfg, self.loss.name, yt)
+        elif cfg.get("validation_fold"):
+            raise ConfigError("validation_fold", "give validation data or a validation_fold, not both")
         else:
-            split = n
+            split, order = n, None
         if split < 1:
             raise ConfigError("validation_split", f"leaves no training rows out of {n}")
-        yt = self.loss.prepare_targets(y, dt)
-        order = None         # Keras's rule: the validation rows are the last ones, where they already are
-        if validation_data is None and split < n:
-            holdout.check_stratifiable(cfg.get("validation_rows", "last"), self.loss.name, model.output_units)
-            order = _held_out_order(cfg, self.loss.name, yt, split)
-            if order is not None:
-                yt = yt[order]
+        if order is not None:
+            yt = yt[order]
         # standardization: statistics from the training part only; the one copy of the data
         if standardization is None and cfg["standardize"]:
             standardization = _fit_standardization(X, dt, None if order is None else order[:split], split)

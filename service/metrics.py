@@ -105,7 +105,13 @@ def samples_per_second(row: dict[str, Any], n_train: int) -> float | None:
 
 
 def n_train_samples(n_samples: int, config: dict[str, Any]) -> int:
-    """Rows an epoch trains on: the dataset less its validation split (the engine keeps floor(n * (1 - vs)))."""
+    """Rows an epoch trains on: the dataset less its validation split (the engine keeps floor(n * (1 - vs))) or
+    its validation fold (fold i of k holds n // k rows, one more for the first n % k folds)."""
+    fold = config.get("validation_fold")
+    if isinstance(fold, dict) and isinstance(fold.get("fold"), int) and isinstance(fold.get("folds"), int) \
+            and fold["folds"] > 0:
+        k = fold["folds"]
+        return max(n_samples - (n_samples // k + (fold["fold"] - 1 < n_samples % k)), 0)
     vs = config.get("validation_split") or 0.0
     try:
         vs = float(vs)

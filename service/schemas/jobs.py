@@ -40,6 +40,12 @@ class JobCreate(BaseModel):
         'before any shuffling; on a dataset sorted by class that is one class), "random" (as many rows, drawn '
         'from the seed) or "stratified" (as many rows, each class giving its share; classification only). '
         "Training rows keep the dataset's order either way.")
+    validation_fold: dict[str, Any] | None = Field(
+        default=None, examples=[{"fold": 1, "folds": 5}],
+        description="k-fold cross-validation: hold out fold `fold` of `folds` (1-based) instead of a "
+        "validation_split; validation_rows deals the rows to the folds (last: contiguous blocks, as scikit-learn's "
+        "KFold; random; stratified). The folds follow the seed, so k jobs with one seed validate on every row once. "
+        "A sweep's `folds` runs them for every grid point and averages the objective.")
     validation_dataset_id: str | None = Field(
         default=None, max_length=64,
         description="Validate on a stored dataset (rows held out of training) instead of a validation_split: "

@@ -43,6 +43,12 @@ class SweepCreate(BaseModel):
         default="auto", description="Whether a lower or a higher objective is better; auto: higher for accuracy "
         "and r2, lower for the rest.")
     name: str | None = Field(default=None, max_length=200, description="Default: the grid's keys.")
+    folds: int | None = Field(
+        default=None, ge=2, le=MAX_VALUES_PER_KEY,
+        description="k-fold cross-validation: every grid point is trained k times, each holding out one fold "
+        "(the grid gains the key validation_fold.fold: 1..k; the config's validation_rows deals the rows to the "
+        "folds: last, random or stratified), and the points are ranked by the objective's mean over their folds. "
+        "The config may then set no validation_split, validation_fold or validation_dataset_id.")
 
 
 class TrialOut(BaseModel):
@@ -54,6 +60,22 @@ class TrialOut(BaseModel):
         description="The objective's value for the version the job made (with early stopping that restored "
         "the best weights: in the epoch those weights come from); null until the job succeeds.")
     result_version: int | None
+
+
+class CrossValidationPoint(BaseModel):
+    params: dict[str, Any] = Field(description="The grid's values of this point, without the fold.")
+    job_ids: list[str] = Field(description="Its trials, fold 1 first.")
+    folds_succeeded: int
+    objective_mean: float | None = Field(description="The mean of its folds' objectives, once every fold has one.")
+    objective_std: float | None = Field(description="Their standard deviation (ddof 0, as numpy's std).")
+
+
+class CrossValidation(BaseModel):
+    folds: int
+    points: list[CrossValidationPoint]
+    best: CrossValidationPoint | None = Field(
+        description="The point with the best mean over complete folds (ties: the earlier point). To serve its "
+        "values, train them on every row: each fold's version saw only (k-1)/k of the rows.")
 
 
 class SweepOut(BaseModel):
@@ -71,4 +93,6 @@ class SweepOut(BaseModel):
     created_at: UTCDateTime
     trials: list[TrialOut]
     best: TrialOut | None = Field(description="The succeeded trial with the best objective (ties: the earlier "
-                                              "trial); null while none has one.")
+                                              "trial); null while none has one, and in a cross-validation sweep.")
+    cross_validation: CrossValidation | None = Field(
+        default=None, description="A sweep with folds: each grid point's objective over its folds, and the best.")

@@ -92,9 +92,10 @@ def _rows_to_score(session: Session, owner_id: str, version: Any, rows: str,
     if dataset_id is not None and dataset_id != version.dataset_id:
         raise Invalid(f"rows {rows} are rows of dataset {version.dataset_id}, the one version {version.version} "
                       "was trained on (leave dataset_id out)", loc=["body", "dataset_id"])
-    if rows == "validation" and not float(config.get("validation_split") or 0.0) > 0:
+    if rows == "validation" and not (float(config.get("validation_split") or 0.0) > 0
+                                     or config.get("validation_fold")):
         raise Invalid(f"the job that trained version {version.version} held out no rows (it had no "
-                      "validation_split)", loc=["body", "rows"])
+                      "validation_split or validation_fold)", loc=["body", "rows"])
     return version.dataset_id, config
 
 

@@ -112,6 +112,8 @@ def validate(session: Session, settings: Settings, owner_id: str, body: Any) -> 
         validation = _owned(session, Dataset, body.validation_dataset_id, owner_id, "validation_dataset_id")
         if raw.get("validation_split"):
             raise Invalid("give validation_split or validation_dataset_id, not both", loc=["body", "validation_split"])
+        if raw.get("validation_fold") is not None:
+            raise Invalid("give validation_fold or validation_dataset_id, not both", loc=["body", "validation_fold"])
         # the engine only needs to know that the fit has validation rows (early stopping may monitor val_loss);
         # the worker reads them from the dataset
         raw["validation_data"] = True
@@ -141,6 +143,10 @@ def validate(session: Session, settings: Settings, owner_id: str, body: Any) -> 
     except TargetMismatch as exc:
         raise Invalid(f"loss {loss_name} cannot train this model on this dataset: {exc}",
                       loc=["body", "loss"]) from None
+    fold = config.get("validation_fold")
+    if fold and fold["folds"] > dataset.n_samples:
+        raise Invalid(f"validation_fold: {fold['folds']} folds of {dataset.n_samples} rows: at most one per row",
+                      loc=["body", "validation_fold", "folds"])
     vs = float(config.get("validation_split") or 0.0)
     if math.floor(dataset.n_samples * (1.0 - vs)) < 1:
         raise Invalid(

@@ -24,6 +24,8 @@ from service.errors import Invalid
 #: Dotted paths: at most this many characters and segments.
 MAX_PATH_CHARS = 200
 MAX_PATH_SEGMENTS = 8
+#: The grid key a sweep's ``folds`` adds: each grid point is trained once per fold (service.services.sweeps).
+FOLD_KEY = "validation_fold.fold"
 #: Keys of one grid. Each key with two values or more doubles the trials at least; max_sweep_trials caps them.
 MAX_KEYS = 16
 

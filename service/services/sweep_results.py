@@ -7,11 +7,13 @@ restored its weights, else the last (``engine.Model.weights_epoch``, ``workers.r
 """
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -31,11 +33,27 @@ class Trial:
 
 
 @dataclass(frozen=True)
+class CrossValidationPoint:
+    params: dict[str, Any]
+    trials: list[Trial]                    # fold 1 first
+    mean: float | None                     # over the folds, once every fold has an objective
+    std: float | None
+
+
+@dataclass(frozen=True)
+class CrossValidation:
+    folds: int
+    points: list[CrossValidationPoint]
+    best: CrossValidationPoint | None
+
+
+@dataclass(frozen=True)
 class SweepView:
     sweep: Sweep
     trials: list[Trial]
-    best: Trial | None
+    best: Trial | None                     # None in a cross-validation sweep: cross_validation.best ranks points
     status: str
+    cross_validation: CrossValidation | None = None
 
 
 def views(session: Session, sweeps: Sequence[Sweep]) -> list[SweepView]:
@@ -63,8 +81,36 @@ def views(session: Session, sweeps: Sequence[Sweep]) -> list[SweepView]:
             trials.append(Trial(job_id=job.id, params=sweep_grid.params(sweep.grid, int(job.sweep_trial or 0)),
                                 status=job.status, epochs_done=int(job.epoch or 0), objective=objective,
                                 result_version=job.result_version))
-        out.append(SweepView(sweep, trials, best(trials, sweep.mode), status([t.status for t in trials])))
+        state = status([t.status for t in trials])
+        folds = sweep.grid.get(sweep_grid.FOLD_KEY)
+        if folds:
+            out.append(SweepView(sweep, trials, None, state, cross_validation(trials, len(folds), sweep.mode)))
+        else:
+            out.append(SweepView(sweep, trials, best(trials, sweep.mode), state))
     return out
+
+
+def cross_validation(trials: Sequence[Trial], folds: int, mode: str) -> CrossValidation:
+    """The trials of a sweep with ``folds`` grouped by grid point (their values but the fold's, in trial order),
+    each point's mean and standard deviation over its folds once every fold has an objective, and the point with
+    the best mean (ties: the earlier)."""
+    groups: dict[str, list[Trial]] = {}
+    for trial in trials:
+        point = {k: v for k, v in trial.params.items() if k != sweep_grid.FOLD_KEY}
+        groups.setdefault(json.dumps(point, sort_keys=True), []).append(trial)
+    points = []
+    for group in groups.values():
+        scores = [t.objective for t in group if t.status == "succeeded" and t.objective is not None]
+        complete = len(scores) == folds
+        params = {k: v for k, v in group[0].params.items() if k != sweep_grid.FOLD_KEY}
+        points.append(CrossValidationPoint(params, group, float(np.mean(scores)) if complete else None,
+                                           float(np.std(scores)) if complete else None))
+    sign = 1.0 if mode == "max" else -1.0
+    chosen: CrossValidationPoint | None = None
+    for point in points:
+        if point.mean is not None and (chosen is None or sign * (point.mean - chosen.mean) > 0):  # type: ignore
+            chosen = point
+    return CrossValidation(folds, points, chosen)
 
 
 def best(trials: Sequence[Trial], mode: str) -> Trial | None:

@@ -27,6 +27,8 @@ from service.services.queries import get_owned, page
 
 #: Fields of the request itself, not of the base config or the grid.
 TOP_LEVEL = ("model_id", "dataset_id")
+#: The job-config fields that say which rows validate, which a sweep's ``folds`` decides instead.
+HELD_OUT_FIELDS = ("validation_split", "validation_fold", "validation_dataset_id")
 #: The job-config fields a grid key may start with.
 CONFIG_FIELDS = frozenset(JobCreate.model_fields) - set(TOP_LEVEL)
 
@@ -38,8 +40,9 @@ def create(
     for field in TOP_LEVEL:
         if field in body.config:
             raise Invalid(f"config: {field} is the sweep's own field, not the config's", loc=["body", "config", field])
-    key_paths = sweep_grid.paths(body.grid, CONFIG_FIELDS)
-    n_trials = sweep_grid.count(body.grid)
+    grid = _grid_with_folds(body)
+    key_paths = sweep_grid.paths(grid, CONFIG_FIELDS)
+    n_trials = sweep_grid.count(grid)
     if n_trials > settings.max_sweep_trials:
         raise LimitExceeded(f"the grid expands to {n_trials:,} trials, over the limit of "
                             f"max_sweep_trials={settings.max_sweep_trials}", loc=["body", "grid"])
@@ -49,18 +52,20 @@ def create(
                             f"max_concurrent_jobs_per_owner={quota} jobs an owner may have queued or running at once",
                             loc=["body", "grid"])
     base = dict(body.config)
+    if body.folds is not None:
+        base["validation_fold"] = {"folds": body.folds}      # each trial's fold comes from the grid
     if base.get("seed") is None and not any(path[0] == "seed" for path in key_paths.values()):
         # one seed for every trial: the trials then differ only in the grid's values (the same initial weights
         # and shuffles), not in luck
         base["seed"] = engine_port.draw_seed()
 
-    valid = [_validate_trial(session, settings, owner_id, body, base, key_paths, trial)
+    valid = [_validate_trial(session, settings, owner_id, body, grid, base, key_paths, trial)
              for trial in range(n_trials)]
     objective, mode = _objective(body, [job.config for job in valid])
     jobs.check_concurrency(session, settings, owner_id, adding=n_trials)
 
     sweep = Sweep(owner_id=owner_id, model_id=valid[0].model_id, dataset_id=valid[0].dataset_id,
-                  name=body.name or " × ".join(body.grid)[:200], grid=dict(body.grid), config=base,
+                  name=body.name or " × ".join(body.grid)[:200], grid=grid, config=base,
                   objective=objective, mode=mode)
     session.add(sweep)
     session.flush()
@@ -70,13 +75,31 @@ def create(
     return sweep
 
 
+def _grid_with_folds(body: SweepCreate) -> dict[str, list[Any]]:
+    """The grid, with ``folds``: k-fold cross-validation of every grid point, one trial per fold (the fold as the
+    last key, so a point's folds are consecutive trials). Invalid at ``["body", "folds"]`` when the base config
+    or the grid already says which rows validate."""
+    grid = dict(body.grid)
+    if body.folds is None:
+        return grid
+    clash = next((key for key in grid if key.split(".")[0] in HELD_OUT_FIELDS), None)
+    if clash is None:
+        clash = next((key for key in HELD_OUT_FIELDS if body.config.get(key)), None)
+    if clash is not None:
+        raise Invalid(f"folds: each trial validates on its fold, so {clash} cannot be set too "
+                      "(validation_rows in the config says how the rows are dealt to the folds)",
+                      loc=["body", "folds"])
+    grid[sweep_grid.FOLD_KEY] = list(range(1, body.folds + 1))
+    return grid
+
+
 def _validate_trial(
-    session: Session, settings: Settings, owner_id: str, body: SweepCreate, base: dict[str, Any],
-    key_paths: dict[str, list[str]], trial: int,
+    session: Session, settings: Settings, owner_id: str, body: SweepCreate, grid: dict[str, list[Any]],
+    base: dict[str, Any], key_paths: dict[str, list[str]], trial: int,
 ) -> ValidJob:
     """Trial number ``trial``'s job, checked as POST /v1/jobs checks one; a refusal is re-aimed at the sweep's
     body (:func:`_blame`)."""
-    config = sweep_grid.trial_config(base, sweep_grid.params(body.grid, trial), key_paths)
+    config = sweep_grid.trial_config(base, sweep_grid.params(grid, trial), key_paths)
     try:
         job_body = JobCreate.model_validate({**config, "model_id": body.model_id, "dataset_id": body.dataset_id})
         return jobs.validate(session, settings, owner_id, job_body)
@@ -85,9 +108,9 @@ def _validate_trial(
         first = errors[0]
         where = ".".join(str(p) for p in first["loc"][1:])
         raise _blame(Invalid, f"{where}: {first['msg']}" if where else first["msg"], errors, key_paths, trial,
-                     body.grid) from None
+                     grid) from None
     except Invalid as exc:
-        raise _blame(type(exc), exc.detail, exc.errors or [], key_paths, trial, body.grid) from None
+        raise _blame(type(exc), exc.detail, exc.errors or [], key_paths, trial, grid) from None
 
 
 def _blame(
@@ -146,7 +169,7 @@ def _objective(body: SweepCreate, configs: list[dict[str, Any]]) -> tuple[str, s
     """The objective (given, or the default) checked against every trial as early stopping's monitor is checked,
     and whether it is minimized or maximized."""
     has_validation = [float(c.get("validation_split") or 0) > 0 or c.get("validation_dataset_id") is not None
-                      for c in configs]
+                      or c.get("validation_fold") is not None for c in configs]
     objective = body.objective or ("val_loss" if all(has_validation) else "loss")
     for trial, config in enumerate(configs):
         names = engine_port.monitor_names(list(config.get("metrics") or []))

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backprop_client.cli import ProgressBar, build_parser, job_body, sweep_body
+from backprop_client.cli import ProgressBar, _params_text, build_parser, job_body, sweep_body
 from tests.client.conftest import ROOT, LiveService
 
 XOR = "a,b,y\n" + "\n".join(f"{i % 2},{(i // 2) % 2},{'yes' if (i % 2) ^ ((i // 2) % 2) else 'no'}"
@@ -186,6 +186,17 @@ def test_a_sweep_from_the_command_line(live, tmp_path):
                       )["config"]["optimizer"]["type"] == "adam"
     assert sweep_id in run(live, "sweeps", "list", "--model", model["id"]).stdout
     assert run(live, "sweeps", "show", sweep_id).stdout == out.stdout
+
+    # cross-validation: two folds of each learning rate, dealt by class; each point's mean ± std over its folds
+    cv = run(live, "sweep", "--model", model["id"], "--dataset", ds["id"], "--loss", "categorical_crossentropy",
+             "--epochs", "2", "--validation-rows", "stratified", "--folds", "2", "--grid",
+             '{"optimizer.learning_rate": [0.01, 0.1]}', "--wait")
+    assert "4 trials queued, ranked by val_loss" in cv.stderr
+    shown = json.loads(run(live, "sweeps", "show", cv.stdout.split()[1], "--json").stdout)["cross_validation"]
+    points = cv.stdout.split("MEAN VAL_LOSS")[1].splitlines()[1:3]
+    assert ["optimizer.learning_rate=0.01" in points[0], "optimizer.learning_rate=0.1" in points[1]] == [True, True]
+    assert all("2/2" in p for p in points) and sum(p.startswith("*") for p in points) == 1
+    assert f"best over 2 folds: {_params_text(shown['best']['params'])}" in cv.stdout
 
     queued = run(live, "sweep", "--model", model["id"], "--dataset", ds["id"], "--loss", "categorical_crossentropy",
                  "--epochs", "10000", "--grid", '{"batch_size": [1, 2]}').stdout

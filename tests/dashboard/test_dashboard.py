@@ -416,6 +416,41 @@ def test_sweep_view_shows_the_trials_and_serves_the_best(browser, live, world, s
             best["result_version"]
 
 
+def test_cross_validation_sweep_shows_the_best_point_over_its_folds(browser, live, world) -> None:
+    """A sweep with folds: the best grid point's mean ± std over its folds in the list and the details, its
+    folds' rows marked, and no "Serve best" (each fold's version saw only part of the rows)."""
+    auth = world["auth"]
+    config = {k: v for k, v in SWEEP_BASE.items() if k != "validation_split"}
+    with httpx.Client(base_url=live.url, timeout=30) as client:
+        model = make_model(client, auth, SPEC, name="cross-validated blobs")
+        r = client.post("/v1/sweeps", headers=auth, json={
+            "model_id": model["id"], "dataset_id": world["dataset"]["id"], "config": config,
+            "grid": {"optimizer.learning_rate": [0.05, 0.001]}, "folds": 2})
+        assert r.status_code == 202, r.text
+        for trial in r.json()["trials"]:
+            assert run_job_in_process(live.session_factory, trial["job_id"]) is not None
+        sweep = client.get(f"/v1/sweeps/{r.json()['id']}", headers=auth).json()
+    cv = sweep["cross_validation"]
+    assert sweep["best"] is None and cv["best"] is not None and len(sweep["trials"]) == 4
+
+    open_signed_in(browser, live, world["key"], f"sweep/{sweep['id']}")
+    wait_for(browser, f"return document.getElementById('sweep-view').dataset.sweepId === '{sweep['id']}'",
+             what="the sweep view")
+    meta = text(browser, "sweep-meta")
+    mean, std = cv["best"]["objective_mean"], cv["best"]["objective_std"]
+    assert "over 2 folds (optimizer.learning_rate=" in meta
+    shown = meta.split("Best")[1].split(" over")[0].split(" ± ")
+    assert float(shown[0]) == pytest.approx(mean, rel=1e-3) and float(shown[1]) == pytest.approx(std, rel=1e-3,
+                                                                                                  abs=1e-4)
+    rows = browser.execute_script(TRIAL_ROWS)
+    assert [r["job"] for r in rows if r["best"]] == cv["best"]["job_ids"]
+    assert [r["params"][-1] for r in rows] == ["1", "2", "1", "2"]       # the fold, the grid's last key
+    assert not visible(browser, "sweep-serve")
+    side = wait_for(browser, "const r = document.querySelector(`#sweeps-table tr[data-sweep-id='${arguments[0]}']`);"
+                    "return r && r.querySelector('td.objective').textContent", sweep["id"], what="the sweeps list")
+    assert float(side.split(" ± ")[0]) == pytest.approx(mean, rel=1e-3)
+
+
 def test_running_sweep_polls_and_cancels(browser, live, world) -> None:
     """While a trial is queued the view polls the sweep: a trial that ends shows without a reload; "Cancel"
     cancels the queued one, the sweep ends as the API says, and the polling stops."""

@@ -168,3 +168,94 @@ def test_stratified_needs_one_class_per_row(loss, units):
     assert err.value.field == "validation_rows"
     # random has no such need
     engine.check_compatible(engine.shapes(net), {**config, "validation_rows": "random"}, (90, 5), y)
+
+
+# ------------------------------------------------------------------------------------ k-fold: validation_fold
+@pytest.mark.parametrize("n,k", [(90, 5), (10, 3), (7, 7), (150, 4), (23, 2)])
+def test_last_folds_are_sklearns_kfold(n, k):
+    from sklearn.model_selection import KFold
+    fold = holdout.fold_of_rows("last", n, k, np.random.default_rng(0))
+    for i, (_, test) in enumerate(KFold(n_splits=k).split(np.zeros(n))):
+        assert np.flatnonzero(fold == i).tolist() == test.tolist()
+
+
+@pytest.mark.parametrize("n,k", [(90, 5), (10, 3), (151, 4)])
+def test_random_folds_have_kfolds_sizes_and_follow_the_seed(n, k):
+    fold = holdout.fold_of_rows("random", n, k, np.random.default_rng(3))
+    sizes = np.bincount(fold, minlength=k)
+    assert sizes.tolist() == [n // k + (i < n % k) for i in range(k)]
+    assert np.array_equal(fold, holdout.fold_of_rows("random", n, k, np.random.default_rng(3)))
+    assert not np.array_equal(fold, holdout.fold_of_rows("random", n, k, np.random.default_rng(4)))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_stratified_folds_are_even_in_size_and_in_each_class(seed):
+    rng = np.random.default_rng(seed)
+    classes = rng.choice(4, size=203, p=[0.55, 0.25, 0.15, 0.05])
+    fold = holdout.fold_of_rows("stratified", 203, 5, rng, classes)
+    sizes = np.bincount(fold, minlength=5)
+    assert sizes.max() - sizes.min() <= 1 and sizes.sum() == 203
+    for c in range(4):
+        per_fold = np.bincount(fold[classes == c], minlength=5)
+        assert per_fold.max() - per_fold.min() <= 1
+
+
+@pytest.mark.parametrize("mode", ["last", "random", "stratified"])
+def test_the_k_fits_of_a_cross_validation_validate_on_every_row_once(mode):
+    held = []
+    for i in range(1, 6):
+        config = engine.normalize_fit_config({**FIT, "validation_split": 0.0, "validation_rows": mode,
+                                              "validation_fold": {"fold": i, "folds": 5}})
+        train, val = engine.split_rows(config, Y_SORTED)
+        assert sorted([*train.tolist(), *val.tolist()]) == list(range(90)) and len(val) == 18
+        if mode == "stratified":
+            assert np.bincount(Y_SORTED[val], minlength=3).tolist() == [6, 6, 6]
+        held.append(val)
+    assert sorted(np.concatenate(held).tolist()) == list(range(90))
+
+
+def test_a_fold_fit_validates_on_its_fold_and_resumes_bit_identical():
+    cfg = {**FIT, "validation_split": 0.0, "epochs": 4, "validation_rows": "stratified",
+           "validation_fold": {"fold": 2, "folds": 3}, "early_stopping": {"patience": 10}}
+    train, held = engine.split_rows(engine.normalize_fit_config(cfg), Y_SORTED)
+    model = engine.build(NET, seed=3)
+    history = model.fit(X_SORTED, Y_SORTED, **cfg)
+    assert len(held) == 30 and model.fit_config["validation_fold"] == {"fold": 2, "folds": 3}
+    scores = model.evaluate(X_SORTED[held], Y_SORTED[held], metrics=["accuracy"])
+    assert scores["loss"] == pytest.approx(history[-1]["val_loss"], rel=1e-6)
+    mean, _ = model.standardization
+    np.testing.assert_allclose(mean, X_SORTED[train].astype(np.float64).mean(axis=0), rtol=1e-6)
+    checkpoint = checkpoint_of_a_fit_stopped_after(2, NET, 3, X_SORTED, Y_SORTED, cfg)
+    resumed, resumed_history = engine.resume(checkpoint, X_SORTED, Y_SORTED)
+    assert strip_seconds(resumed_history) == strip_seconds(history)
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), resumed.get_weights()))
+
+
+@pytest.mark.parametrize("fold,field", [
+    ({"fold": 4, "folds": 3}, "validation_fold.fold"),
+    ({"fold": 1, "folds": 1}, "validation_fold.folds"),
+    ({"fold": 0, "folds": 3}, "validation_fold.fold"),
+    ({"fold": 1}, "validation_fold.folds"),
+    ({"fold": 1, "folds": 3, "shuffle": True}, "validation_fold.shuffle"),
+    ([1, 3], "validation_fold"),
+])
+def test_fold_refusals_name_the_field(fold, field):
+    with pytest.raises(ConfigError) as err:
+        engine.normalize_fit_config({"loss": "mse", "validation_fold": fold})
+    assert err.value.field == field
+
+
+def test_a_fold_is_refused_beside_a_split_validation_data_or_more_folds_than_rows():
+    with pytest.raises(ConfigError) as err:
+        engine.normalize_fit_config({"loss": "mse", "validation_split": 0.2,
+                                     "validation_fold": {"fold": 1, "folds": 3}})
+    assert err.value.field == "validation_fold"
+    fold = {**FIT, "validation_split": 0.0, "validation_fold": {"fold": 1, "folds": 3}}
+    with pytest.raises(ConfigError) as err:
+        engine.build(NET).fit(X_SORTED, Y_SORTED, validation_data=(X_SORTED[:5], Y_SORTED[:5]), **fold)
+    assert err.value.field == "validation_fold"
+    with pytest.raises(ConfigError) as err:
+        engine.build(NET).fit(X_SORTED[:4], Y_SORTED[:4], **{**fold, "validation_fold": {"fold": 1, "folds": 5}})
+    assert err.value.field == "validation_fold.folds"
+    # a fold gives validation data: early stopping may monitor val_loss
+    engine.normalize_fit_config({**fold, "early_stopping": {"monitor": "val_loss"}})

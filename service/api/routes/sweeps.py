@@ -8,9 +8,11 @@ from fastapi import APIRouter, Query, Response, status
 from service.api.deps import EnqueueDep, OwnerDep, PageDep, SessionDep, SettingsDep
 from service.errors import problem_responses
 from service.schemas.common import Page
+from service.schemas.sweeps import CrossValidation as CrossValidationOut
+from service.schemas.sweeps import CrossValidationPoint as CrossValidationPointOut
 from service.schemas.sweeps import SweepCreate, SweepOut, TrialOut
 from service.services import sweep_results, sweeps as service
-from service.services.sweep_results import SweepView, Trial
+from service.services.sweep_results import CrossValidation, CrossValidationPoint, SweepView, Trial
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
 
@@ -27,7 +29,22 @@ def _out(view: SweepView) -> SweepOut:
         config=sweep.config, objective=sweep.objective, mode=sweep.mode, status=view.status,  # type: ignore[arg-type]
         created_at=sweep.created_at, trials=[_trial(t) for t in view.trials],
         best=_trial(view.best) if view.best is not None else None,
+        cross_validation=_cross_validation(view.cross_validation),
     )
+
+
+def _cross_validation(cv: CrossValidation | None) -> CrossValidationOut | None:
+    if cv is None:
+        return None
+
+    def point(p: CrossValidationPoint) -> CrossValidationPointOut:
+        return CrossValidationPointOut(
+            params=p.params, job_ids=[t.job_id for t in p.trials],
+            folds_succeeded=sum(t.status == "succeeded" for t in p.trials), objective_mean=p.mean,
+            objective_std=p.std)
+
+    return CrossValidationOut(folds=cv.folds, points=[point(p) for p in cv.points],
+                              best=point(cv.best) if cv.best is not None else None)
 
 
 @router.post(

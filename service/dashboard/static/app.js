@@ -233,6 +233,13 @@ function trialsText(sweep) {
   return `${sweep.trials.filter((t) => TERMINAL.has(t.status)).length}/${sweep.trials.length}`;
 }
 
+// The best trial's objective; in a cross-validation sweep, the best grid point's mean over its folds.
+function bestObjective(sweep) {
+  const cv = sweep.cross_validation;
+  if (cv) return cv.best ? `${num(cv.best.objective_mean)} ± ${num(cv.best.objective_std)}` : "–";
+  return sweep.best ? num(sweep.best.objective) : "–";
+}
+
 function sweepRow(sweep) {
   const selected = state.selected?.kind === "sweep" && state.selected.id === sweep.id;
   return h(
@@ -242,7 +249,7 @@ function sweepRow(sweep) {
     h("td", {}, sweep.name, h("span", { class: "sub" }, modelName(sweep.model_id))),
     h("td", {}, h("span", { class: `badge ${sweep.status}` }, sweep.status)),
     h("td", { class: "trials", title: "trials ended / trials" }, trialsText(sweep)),
-    h("td", { class: "objective", title: sweep.objective }, sweep.best ? num(sweep.best.objective) : "–"),
+    h("td", { class: "objective", title: sweep.objective }, bestObjective(sweep)),
   );
 }
 
@@ -888,6 +895,13 @@ function renderSweep(sweep) {
     ["Trials ended", trialsText(sweep)],
     ["Best", sweep.best ? `${num(sweep.best.objective)} (v${sweep.best.result_version})` : "–"],
   ];
+  const cv = sweep.cross_validation;
+  if (cv) {
+    // each grid point's folds ranked by their mean; its versions each saw (k-1)/k of the rows, so none is served
+    const point = cv.best ? Object.entries(cv.best.params).map(([k, v]) => `${k}=${valueText(v)}`).join(", ") : "";
+    meta[2] = ["Best", cv.best ? `${bestObjective(sweep)} over ${cv.folds} folds (${point})` : "–"];
+  }
+  const bestJobs = new Set(cv?.best ? cv.best.job_ids : sweep.best ? [sweep.best.job_id] : []);
   $("sweep-meta").replaceChildren(
     ...meta.map(([k, v]) => h("div", {}, h("dt", {}, k), h("dd", { title: v }, v))));
   const keys = Object.keys(sweep.grid);
@@ -903,13 +917,14 @@ function renderSweep(sweep) {
     h("th", {}, "Job"), h("th", {}, "Version")));
   table.tBodies[0].replaceChildren(
     ...sweep.trials.map((t, i) => {
-      const best = sweep.best?.job_id === t.job_id;
+      const best = bestJobs.has(t.job_id);
       return h("tr", { class: best ? "best" : null, dataset: { jobId: t.job_id, status: t.status } },
         h("td", {}, i + 1),
         ...keys.map((k) => h("td", { class: "param" }, valueText(t.params[k]))),
         h("td", {}, h("span", { class: `badge ${t.status}` }, t.status)),
         h("td", { class: "num epochs" }, t.epochs_done),
-        h("td", { class: `num objective${best ? " best" : ""}`, title: best ? "the best trial" : null,
+        h("td", { class: `num objective${best ? " best" : ""}`, title: best ? (cv ? "a fold of the best point"
+          : "the best trial") : null,
           dataset: t.objective == null ? {} : { value: t.objective } }, num(t.objective)),
         h("td", {}, h("a", { class: "mono job", onclick: () => go(`job/${t.job_id}`) }, short(t.job_id))),
         h("td", { class: "version" }, t.result_version == null ? "–"
