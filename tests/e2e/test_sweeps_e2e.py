@@ -58,3 +58,32 @@ def test_a_sweep_of_four_trials_runs_to_its_best_version(svc):
     # done: the sweep can go, its jobs and versions stay
     assert svc.client.delete(f"/v1/sweeps/{sweep['id']}").status_code == 204
     assert svc.client.get(f"/v1/jobs/{best['job_id']}").json()["result_version"] == best["result_version"]
+
+
+def test_a_cross_validation_sweep_ranks_points_by_their_folds(svc):
+    """folds=3 on real workers: every grid point's three fold jobs validate on disjoint thirds of the rows (each
+    job's version scores its own fold as its history says), and the points are ranked by their folds' mean."""
+    model_id = create_model(svc)
+    config = {k: v for k, v in FIT.items() if k not in ("optimizer", "validation_split")}
+    r = svc.client.post("/v1/sweeps", json={
+        "model_id": model_id, "dataset_id": dataset_id(svc),
+        "config": {**config, "epochs": 4, "optimizer": "adam", "validation_rows": "stratified"},
+        "grid": {"optimizer.learning_rate": [0.0003, 0.01]}, "folds": 3, "objective": "val_accuracy"})
+    assert r.status_code == 202, r.text
+    sweep = wait_sweep(svc, r.json()["id"])
+    assert sweep["status"] == "succeeded", (sweep, svc.log_tail())
+    cv = sweep["cross_validation"]
+    assert sweep["best"] is None and [p["folds_succeeded"] for p in cv["points"]] == [3, 3]
+    n = svc.client.get(f"/v1/datasets/{dataset_id(svc)}").json()["n_samples"]
+    for point in cv["points"]:
+        scores, held = [], 0
+        for job_id in point["job_ids"]:
+            job = svc.client.get(f"/v1/jobs/{job_id}").json()
+            own = svc.client.post(f"/v1/models/{model_id}/evaluate",
+                                  json={"rows": "validation", "version": job["result_version"]}).json()
+            assert own["metrics"]["accuracy"] == job["history"][-1]["val_accuracy"]       # to the bit
+            scores.append(job["history"][-1]["val_accuracy"])
+            held += own["n_samples"]
+        assert held == n                                          # the three folds cover the rows once
+        assert point["objective_mean"] == pytest.approx(np.mean(scores), rel=1e-12)
+    assert cv["best"]["params"] == {"optimizer.learning_rate": 0.01}
