@@ -11,7 +11,7 @@
                    [--class-weight balanced|JSON] [--config JOB.json] [--no-wait]
     backprop jobs [--status S] | jobs show ID | jobs watch ID | jobs cancel ID
     backprop sweep --model ID --dataset ID --grid JSON [train's options] [--objective O] [--folds K] [--wait]
-    backprop sweeps list [--model ID] | sweeps show ID | sweeps cancel ID | sweeps delete ID
+    backprop sweeps list [--model ID] | sweeps show ID | sweeps cancel ID | sweeps refit ID | sweeps delete ID
     backprop predict MODEL_ID (--input ROWS.json | --csv FILE | --npy ROWS.npy)
     backprop evaluate MODEL_ID (--dataset DATASET_ID | --rows validation|training) [--version N] [--metric M ...]
     backprop export MODEL_ID --format npz|keras|onnx -o FILE
@@ -576,6 +576,13 @@ def cmd_sweeps(args: argparse.Namespace) -> int:
             bp.delete_sweep(args.id)
             print(f"sweep {args.id}: deleted (its jobs and versions stay)")
             return 0
+        if sub == "refit":
+            job = bp.refit_sweep(args.id)
+            if _json(args):
+                _print_json(job)
+            else:
+                print(f"{job['id']}  queued: the best point trained on every row (backprop jobs watch {job['id']})")
+            return 0
         sweep = dict(bp.cancel_sweep(args.id) if sub == "cancel" else bp.get_sweep(args.id))
     if _json(args):
         _print_json(sweep)
@@ -824,6 +831,7 @@ def add_client_commands(subparsers: Any) -> None:
     swl.add_argument("--limit", type=int, default=50)
     for name, text in (("show", "a sweep's trials, their objectives and the best"),
                        ("cancel", "cancel every unfinished trial"),
+                       ("refit", "train a cross-validation sweep's best point on every row"),
                        ("delete", "delete a sweep (its jobs and versions stay)")):
         p = swsub.add_parser(name, parents=[conn], help=text)
         p.add_argument("id")

@@ -494,6 +494,11 @@ class Client:
         """Cancel every trial still queued or running."""
         return cast(Sweep, self._json("POST", f"/v1/sweeps/{sweep_id}/cancel"))
 
+    def refit_sweep(self, sweep_id: str) -> Job:
+        """Queue a job that trains a cross-validation sweep's best point on every row (its fold versions each
+        saw only part of them)."""
+        return cast(Job, self._json("POST", f"/v1/sweeps/{sweep_id}/refit"))
+
     def delete_sweep(self, sweep_id: str) -> None:
         """Delete the sweep (refused while a trial is queued or running); its jobs and versions stay."""
         self._request("DELETE", f"/v1/sweeps/{sweep_id}")

@@ -21,7 +21,7 @@ from service.db.models import Job, Sweep
 from service.errors import Conflict, Invalid, LimitExceeded
 from service.schemas.jobs import JobCreate
 from service.schemas.sweeps import SweepCreate
-from service.services import engine_port, jobs, sweep_grid
+from service.services import engine_port, jobs, sweep_grid, sweep_results
 from service.services.jobs import ACTIVE, ValidJob
 from service.services.queries import get_owned, page
 
@@ -226,3 +226,30 @@ def delete(session: Session, owner_id: str, sweep_id: str) -> None:
                     .execution_options(synchronize_session=False))
     session.delete(sweep)
     session.flush()
+
+
+def refit(session: Session, settings: Settings, owner_id: str, sweep_id: str,
+          enqueue: Callable[[str], None]) -> Job:
+    """A job that trains a cross-validation sweep's best point on every row: the sweep's base config with the
+    point's values, without the fold (each fold's version saw only (k-1)/k of the rows). 409 when the sweep has no
+    folds, no point has all its folds yet, or that config cannot train without validation rows."""
+    sweep = get(session, owner_id, sweep_id)
+    cv = sweep_results.views(session, [sweep])[0].cross_validation
+    if cv is None:
+        raise Conflict("refit trains a cross-validation sweep's best point on every row, and this sweep has no "
+                       "folds: its best trial's version can serve as it is")
+    if cv.best is None:
+        raise Conflict("no grid point has all its folds succeeded yet: nothing to refit")
+    if sweep.dataset_id is None:
+        raise Conflict("the sweep's dataset was deleted: nothing to train on")
+    base = {k: v for k, v in sweep.config.items() if k not in ("validation_fold", "validation_rows")}
+    grid = {k: v for k, v in sweep.grid.items() if k != sweep_grid.FOLD_KEY}
+    config = sweep_grid.trial_config(base, cv.best.params, sweep_grid.paths(grid, CONFIG_FIELDS))
+    try:
+        job_body = JobCreate.model_validate({**config, "model_id": sweep.model_id, "dataset_id": sweep.dataset_id})
+        valid = jobs.validate(session, settings, owner_id, job_body)
+    except (ValidationError, Invalid) as exc:
+        detail = exc.detail if isinstance(exc, Invalid) else str(exc.errors()[0]["msg"])
+        raise Conflict(f"the best point's config cannot train on every row: {detail}") from None
+    jobs.check_concurrency(session, settings, owner_id)
+    return jobs.queue_job(session, settings, owner_id, valid.model_id, valid.dataset_id, valid.config, enqueue)

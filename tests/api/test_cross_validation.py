@@ -82,6 +82,43 @@ def test_a_sweep_with_folds_ranks_points_by_their_mean_over_the_folds(client, au
     means = [p["objective_mean"] for p in cv["points"]]
     assert cv["best"]["params"] == cv["points"][int(np.argmin(means))]["params"]
 
+    # refit: the best point's values trained on every row, by a job outside the sweep
+    r = client.post(f"/v1/sweeps/{sweep['id']}/refit", headers=auth)
+    assert r.status_code == 202, r.text
+    refit = r.json()
+    assert refit["sweep_id"] is None and refit["status"] == "queued"
+    config = refit["config"]
+    assert config["optimizer"]["learning_rate"] == cv["best"]["params"]["optimizer.learning_rate"]
+    assert (config["validation_fold"], config["validation_split"], config["validation_rows"]) == (None, 0.0, "last")
+    assert (config["seed"], config["epochs"], config["batch_size"]) == (FIT["seed"], FIT["epochs"], FIT["batch_size"])
+    run_job_in_process(session_factory, refit["id"])
+    done = client.get(f"/v1/jobs/{refit['id']}", headers=auth).json()
+    assert done["status"] == "succeeded" and "val_loss" not in done["history"][-1]
+    scored = client.post(f"/v1/models/{m['id']}/evaluate", headers=auth, json={"rows": "training"}).json()
+    assert (scored["version"], scored["n_samples"]) == (done["result_version"], 60)      # every row trained
+
+
+def test_refit_is_409_when_there_is_nothing_to_refit(client, auth, session_factory, enqueued):
+    ds, m = make_dataset(client, auth, CSV), make_model(client, auth, NET)
+    plain = client.post("/v1/sweeps", headers=auth, json={
+        "model_id": m["id"], "dataset_id": ds["id"], "config": {**FIT, "validation_split": 0.2},
+        "grid": {"optimizer.learning_rate": [0.01]}}).json()
+    waiting = client.post("/v1/sweeps", headers=auth, json={
+        "model_id": m["id"], "dataset_id": ds["id"], "config": FIT, "grid": {"optimizer.learning_rate": [0.01]},
+        "folds": 2}).json()
+    stopping = client.post("/v1/sweeps", headers=auth, json={
+        "model_id": m["id"], "dataset_id": ds["id"], "config": {**FIT, "early_stopping": {"monitor": "val_loss"}},
+        "grid": {"optimizer.learning_rate": [0.01]}, "folds": 2}).json()
+    for trial in stopping["trials"]:
+        run_job_in_process(session_factory, trial["job_id"])
+    sent = len(enqueued)
+    for sweep, says in ((plain, "has no folds"), (waiting, "no grid point has all its folds"),
+                        (stopping, "early_stopping")):
+        r = client.post(f"/v1/sweeps/{sweep['id']}/refit", headers=auth)
+        assert r.status_code == 409 and says in r.json()["detail"], r.text
+    assert len(enqueued) == sent
+    assert client.post("/v1/sweeps/nope/refit", headers=auth).status_code == 404
+
 
 def test_sweep_folds_refusals(client, auth, enqueued):
     ds, m = make_dataset(client, auth, CSV), make_model(client, auth, NET)

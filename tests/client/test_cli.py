@@ -197,6 +197,10 @@ def test_a_sweep_from_the_command_line(live, tmp_path):
     assert ["optimizer.learning_rate=0.01" in points[0], "optimizer.learning_rate=0.1" in points[1]] == [True, True]
     assert all("2/2" in p for p in points) and sum(p.startswith("*") for p in points) == 1
     assert f"best over 2 folds: {_params_text(shown['best']['params'])}" in cv.stdout
+    refit = run(live, "sweeps", "refit", cv.stdout.split()[1], "--json").stdout
+    refit_job = json.loads(refit)
+    assert refit_job["config"]["validation_fold"] is None and refit_job["config"]["optimizer"]["learning_rate"] == \
+        shown["best"]["params"]["optimizer.learning_rate"]
 
     queued = run(live, "sweep", "--model", model["id"], "--dataset", ds["id"], "--loss", "categorical_crossentropy",
                  "--epochs", "10000", "--grid", '{"batch_size": [1, 2]}').stdout

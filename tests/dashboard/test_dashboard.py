@@ -450,6 +450,17 @@ def test_cross_validation_sweep_shows_the_best_point_over_its_folds(browser, liv
                     "return r && r.querySelector('td.objective').textContent", sweep["id"], what="the sweeps list")
     assert float(side.split(" ± ")[0]) == pytest.approx(mean, rel=1e-3)
 
+    # "Train best on all rows" queues the refit job and shows it
+    from selenium.webdriver.common.by import By
+    assert visible(browser, "sweep-refit")
+    browser.find_element(By.ID, "sweep-refit").click()
+    job_id = wait_for(browser, "const v = document.getElementById('job-view');"
+                      "return !v.hidden && v.dataset.jobId", what="the refit job")
+    with httpx.Client(base_url=live.url, timeout=10) as client:
+        job = client.get(f"/v1/jobs/{job_id}", headers=auth).json()
+    assert job["sweep_id"] is None and job["config"]["validation_fold"] is None
+    assert job["config"]["optimizer"]["learning_rate"] == cv["best"]["params"]["optimizer.learning_rate"]
+
 
 def test_running_sweep_polls_and_cancels(browser, live, world) -> None:
     """While a trial is queued the view polls the sweep: a trial that ends shows without a reload; "Cancel"

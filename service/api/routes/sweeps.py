@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Response, status
 from service.api.deps import EnqueueDep, OwnerDep, PageDep, SessionDep, SettingsDep
 from service.errors import problem_responses
 from service.schemas.common import Page
+from service.schemas.jobs import JobOut
 from service.schemas.sweeps import CrossValidation as CrossValidationOut
 from service.schemas.sweeps import CrossValidationPoint as CrossValidationPointOut
 from service.schemas.sweeps import SweepCreate, SweepOut, TrialOut
@@ -87,6 +88,20 @@ def cancel_sweep(sweep_id: str, session: SessionDep, owner: OwnerDep) -> SweepOu
     """Cancel every trial still queued or running, as POST /v1/jobs/{id}/cancel does; ended trials stay."""
     sweep = service.cancel(session, owner, sweep_id)
     return _out(sweep_results.views(session, [sweep])[0])
+
+
+@router.post(
+    "/{sweep_id}/refit", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut,
+    responses=problem_responses(401, 404, 409, 429),
+)
+def refit_sweep(
+    sweep_id: str, session: SessionDep, owner: OwnerDep, settings: SettingsDep, enqueue: EnqueueDep
+) -> JobOut:
+    """A cross-validation sweep's best point trained on every row (its fold versions each saw (k-1)/k of them):
+    a queued job of the sweep's base config with the point's values and no validation rows."""
+    job = service.refit(session, settings, owner, sweep_id, enqueue)
+    session.commit()    # as create_job does: the owner's row lock is released before the response is built
+    return JobOut.from_row(job, [])
 
 
 @router.delete(

@@ -72,3 +72,4 @@ export const eventsUrl = (id) => `v1/jobs/${enc(id)}/events`;
 export const listSweeps = (limit = 50) => api(`v1/sweeps?limit=${limit}`);
 export const getSweep = (id) => api(`v1/sweeps/${enc(id)}`);
 export const cancelSweep = (id) => api(`v1/sweeps/${enc(id)}/cancel`, { method: "POST" });
+export const refitSweep = (id) => api(`v1/sweeps/${enc(id)}/refit`, { method: "POST" });

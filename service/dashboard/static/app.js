@@ -889,6 +889,7 @@ function renderSweep(sweep) {
   $("sweep-cancel").hidden = sweep.status !== "running";
   $("sweep-serve").hidden = sweep.best?.result_version == null;
   $("sweep-serve").title = sweep.best ? `serve v${sweep.best.result_version} to requests that name no version` : "";
+  $("sweep-refit").hidden = !sweep.cross_validation?.best;
 
   const meta = [
     ["Objective", `${sweep.objective} (${sweep.mode === "max" ? "higher" : "lower"} is better)`],
@@ -965,6 +966,22 @@ async function onServeBest() {
   }
 }
 
+// A cross-validation sweep's best point trained on every row: a new job, shown once queued.
+async function onRefitBest() {
+  const sweep = state.sweep;
+  if (!sweep?.cross_validation?.best) return;
+  $("sweep-refit").disabled = true;
+  $("sweep-error").textContent = "";
+  try {
+    const job = await api.refitSweep(sweep.id);
+    go(`job/${job.id}`);
+  } catch (err) {
+    if (!handleError(err)) $("sweep-error").textContent = `Refit failed: ${err.message}`;
+  } finally {
+    $("sweep-refit").disabled = false;
+  }
+}
+
 // ---------------------------------------------------------------- start
 
 function init() {
@@ -991,6 +1008,7 @@ function init() {
   $("job-cancel").addEventListener("click", onCancel);
   $("sweep-cancel").addEventListener("click", onSweepCancel);
   $("sweep-serve").addEventListener("click", onServeBest);
+  $("sweep-refit").addEventListener("click", onRefitBest);
   $("predict-form").addEventListener("submit", onPredict);
   $("evaluate-form").addEventListener("submit", onEvaluate);
   window.addEventListener("hashchange", () => route());
