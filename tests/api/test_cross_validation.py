@@ -140,3 +140,17 @@ def assert_refused(client, auth, enqueued, path: str, base: dict, cases: list) -
         assert r.status_code == 422, (extra, r.text)
         assert r.json()["errors"][0]["loc"] == loc, (extra, r.json())
     assert len(enqueued) == sent
+
+
+@pytest.mark.parametrize("n,k", [(10, 3), (60, 4), (7, 7), (151, 5)])
+def test_the_training_rows_a_throughput_figure_counts_are_the_folds_complement(n, k):
+    """service.metrics reports samples/s from the rows an epoch trains on: for fold i of k, what the engine's
+    split leaves (checked against engine.split_rows for every fold)."""
+    from service.metrics import n_train_samples
+
+    for fold in range(1, k + 1):
+        config = engine.normalize_fit_config({"loss": "mse", "seed": 1, "validation_fold": {"fold": fold, "folds": k}})
+        train, _ = engine.split_rows(config, np.zeros(n))
+        assert n_train_samples(n, config) == len(train)
+    assert n_train_samples(n, engine.normalize_fit_config({"loss": "mse", "validation_split": 0.25})) == \
+        int(np.floor(n * 0.75))
