@@ -559,6 +559,15 @@ def _follow_sweep(bp: Client, sweep: dict[str, Any], poll_s: float = 1.0) -> dic
     return sweep
 
 
+def _best_text(sweep: dict[str, Any]) -> str:
+    """The best trial's objective; in a cross-validation sweep the best point's mean ± std over its folds."""
+    cv = sweep.get("cross_validation")
+    if cv:
+        best = cv.get("best")
+        return "-" if not best else f"{_fmt(best['objective_mean'])} ± {_fmt(best['objective_std'])}"
+    return "-" if not sweep.get("best") else _fmt(sweep["best"]["objective"])
+
+
 def cmd_sweeps(args: argparse.Namespace) -> int:
     with connect(args) as bp:
         sub = args.sweeps_command
@@ -567,8 +576,8 @@ def cmd_sweeps(args: argparse.Namespace) -> int:
             if _json(args):
                 _print_json(page)
             else:
-                table([(s["id"], s["name"], s["status"], len(s["trials"]), s["objective"],
-                        "-" if not s["best"] else _fmt(s["best"]["objective"]), s["model_id"], _when(s["created_at"]))
+                table([(s["id"], s["name"], s["status"], len(s["trials"]), s["objective"], _best_text(s),
+                        s["model_id"], _when(s["created_at"]))
                        for s in page["items"]], ("ID", "NAME", "STATUS", "TRIALS", "OBJECTIVE", "BEST", "MODEL",
                                                  "CREATED"))
             return 0

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backprop_client.cli import ProgressBar, _params_text, build_parser, job_body, sweep_body
+from backprop_client.cli import ProgressBar, _fmt, _params_text, build_parser, job_body, sweep_body
 from tests.client.conftest import ROOT, LiveService
 
 XOR = "a,b,y\n" + "\n".join(f"{i % 2},{(i // 2) % 2},{'yes' if (i % 2) ^ ((i // 2) % 2) else 'no'}"
@@ -197,6 +197,8 @@ def test_a_sweep_from_the_command_line(live, tmp_path):
     assert ["optimizer.learning_rate=0.01" in points[0], "optimizer.learning_rate=0.1" in points[1]] == [True, True]
     assert all("2/2" in p for p in points) and sum(p.startswith("*") for p in points) == 1
     assert f"best over 2 folds: {_params_text(shown['best']['params'])}" in cv.stdout
+    listed = run(live, "sweeps", "list", "--model", model["id"]).stdout
+    assert f"{_fmt(shown['best']['objective_mean'])} ± {_fmt(shown['best']['objective_std'])}" in listed
     refit = run(live, "sweeps", "refit", cv.stdout.split()[1], "--json").stdout
     refit_job = json.loads(refit)
     assert refit_job["config"]["validation_fold"] is None and refit_job["config"]["optimizer"]["learning_rate"] == \

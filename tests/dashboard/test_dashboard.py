@@ -450,8 +450,17 @@ def test_cross_validation_sweep_shows_the_best_point_over_its_folds(browser, liv
                     "return r && r.querySelector('td.objective').textContent", sweep["id"], what="the sweeps list")
     assert float(side.split(" ± ")[0]) == pytest.approx(mean, rel=1e-3)
 
-    # "Train best on all rows" queues the refit job and shows it
+    # a fold's job says which fold it held out
     from selenium.webdriver.common.by import By
+    second = sweep["trials"][1]["job_id"]
+    browser.find_element(By.CSS_SELECTOR, f"#sweep-trials tr[data-job-id='{second}'] a.job").click()
+    wait_for(browser, f"return document.getElementById('job-view').dataset.jobId === '{second}' && "
+                      "!document.getElementById('job-view').hidden", what="a fold's job")
+    assert "fold 2 of 2" in text(browser, "job-meta")
+    browser.back()
+    wait_for(browser, "return !document.getElementById('sweep-view').hidden", what="the sweep again")
+
+    # "Train best on all rows" queues the refit job and shows it
     assert visible(browser, "sweep-refit")
     browser.find_element(By.ID, "sweep-refit").click()
     job_id = wait_for(browser, "const v = document.getElementById('job-view');"

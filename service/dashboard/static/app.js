@@ -351,9 +351,12 @@ function stat(k, v) {
   return h("div", { class: "stat" }, h("div", { class: "k" }, k), h("div", { class: "v" }, v));
 }
 
-// "0.2 (stratified rows)": the split, and which rows it holds out when not Keras's last ones
+// "0.2 (stratified rows)" or "fold 2 of 5 (stratified rows)": the split or the fold held out, and how its rows
+// were chosen when not Keras's last ones
 function splitText(cfg) {
   const rows = cfg.validation_rows && cfg.validation_rows !== "last" ? ` (${cfg.validation_rows} rows)` : "";
+  const fold = cfg.validation_fold;
+  if (fold) return `fold ${fold.fold} of ${fold.folds}${rows}`;
   return cfg.validation_split ? `${cfg.validation_split}${rows}` : (cfg.validation_split ?? "–");
 }
 
