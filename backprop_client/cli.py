@@ -369,6 +369,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     with connect(args) as bp:
         model_id, dataset_id = body.pop("model_id"), body.pop("dataset_id")
         job = bp.create_job(model_id, dataset_id, body)
+        for warning in job.get("warnings") or []:      # the job is queued all the same
+            print(f"warning: {warning}", file=sys.stderr)
         if args.no_wait:
             if _json(args):
                 _print_json(job)

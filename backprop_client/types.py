@@ -31,6 +31,8 @@ class Dataset(TypedDict):
     classes: list[Label] | None
     size_bytes: int
     created_at: str
+    #: one dataset (get_dataset, the upload's answer): feature statistics and per-class counts; not in lists
+    profile: NotRequired[dict[str, Any] | None]
 
 
 class LayerSummary(TypedDict):
@@ -102,6 +104,8 @@ class Job(TypedDict):
     attempts: int
     cancel_requested: NotRequired[bool]
     sweep_id: NotRequired[str | None]
+    #: create_job's answer only: what the config will do badly on the dataset (the job is queued all the same)
+    warnings: NotRequired[list[str]]
     created_at: str
     started_at: str | None
     finished_at: str | None

@@ -70,6 +70,8 @@ class Dataset(Base):
     feature_names: Mapped[list[Any]] = mapped_column(JSON)
     target_names: Mapped[list[Any]] = mapped_column(JSON)
     classes: Mapped[list[Any] | None] = mapped_column(JSON)
+    # service.services.dataset_profile at upload: feature statistics and per-class counts (NULL: uploaded before)
+    profile: Mapped[dict[str, Any] | None] = mapped_column(JSON, deferred=True)
     size_bytes: Mapped[int] = mapped_column(Integer)
     # npz archive (no object arrays): "X" float32 (n, features...), "y" (targets as the engine expects them)
     data: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)

@@ -40,3 +40,14 @@ class DatasetOut(ORMModel):
     )
     size_bytes: int
     created_at: UTCDateTime
+
+
+class DatasetDetail(DatasetOut):
+    """One dataset as GET /v1/datasets/{id} and the upload answer it; the list leaves the profile out."""
+
+    profile: dict[str, Any] | None = Field(
+        default=None,
+        description='Computed at upload (null for datasets uploaded before it existed): "features", per feature '
+        'its min, max, mean and std (ddof 0; null past 4,096 features), and "targets": per class its count and '
+        "its first and last row (classification), per label its count (multilabel), or per target its "
+        "statistics (regression).")

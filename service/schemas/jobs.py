@@ -101,6 +101,10 @@ class JobOut(ORMModel):
     attempts: int
     cancel_requested: bool
     sweep_id: str | None = Field(default=None, description="The sweep this job is a trial of, if any.")
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="In POST /v1/jobs's answer only (not stored): what the config will do badly on this dataset, "
+        "e.g. a validation_split whose last rows hold only some classes. The job is queued all the same.")
     created_at: UTCDateTime
     started_at: UTCDateTime | None
     finished_at: UTCDateTime | None

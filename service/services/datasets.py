@@ -26,6 +26,7 @@ from service.config import Settings
 from service.db.models import Dataset, Job
 from service.errors import Conflict, Invalid, LimitExceeded, PayloadTooLarge
 from service.npy import NUMBER_KINDS, NpyError, check_kind, read_header, read_stream
+from service.services import dataset_profile
 from service.services.queries import get_owned, page
 from service.training_data import pack_arrays
 
@@ -583,6 +584,8 @@ def store(session: Session, owner_id: str, name: str, parsed: Parsed, input_shap
         feature_names=parsed.feature_names,
         target_names=parsed.target_names,
         classes=parsed.classes,
+        profile=dataset_profile.profile(parsed.X, parsed.y, parsed.task, parsed.feature_names, parsed.target_names,
+                                        parsed.classes),
         size_bytes=len(data),
         data=data,
     )

@@ -14,7 +14,7 @@ from service.config import Settings
 from service.db.models import Checkpoint, Dataset, Job, Model, Owner, utcnow
 from service.errors import Conflict, Invalid, LimitExceeded, TooManyRequests
 from service.services import dataset_matching as matching
-from service.services import engine_port, job_history
+from service.services import dataset_profile, engine_port, job_history
 from service.services.queries import get_owned, page
 from service.services.hooks import after_commit
 from service.training_data import TargetMismatch, check_targets, n_outputs_of, n_targets_of, target_shape
@@ -165,6 +165,15 @@ def validate(session: Session, settings: Settings, owner_id: str, body: Any) -> 
         config["class_weight"] = {label: float(weight) for label, weight in labelled_weights.items()}
     checkpoint_every = body.checkpoint_every if body.checkpoint_every is not None else DEFAULT_CHECKPOINT_EVERY
     return ValidJob(model.id, dataset.id, {**config, "checkpoint_every": checkpoint_every})
+
+
+def warnings(session: Session, job: Job) -> list[str]:
+    """What the job's config will do badly on its dataset (service.services.dataset_profile.split_warnings)."""
+    row = session.execute(select(Dataset.profile, Dataset.task, Dataset.n_samples)
+                          .where(Dataset.id == job.dataset_id)).one_or_none()
+    if row is None:
+        return []
+    return dataset_profile.split_warnings(row.profile, row.task, int(row.n_samples), job.config or {})
 
 
 def queue_job(

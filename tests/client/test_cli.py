@@ -149,6 +149,19 @@ def xor_dataset_and_model(live, tmp_path) -> tuple[dict, dict]:
     return ds, json.loads(run(live, "models", "create", str(spec), "--json").stdout)
 
 
+def test_train_prints_the_servers_warnings(live, tmp_path):
+    ds, model = xor_dataset_and_model(live, tmp_path)
+    train = ["train", "--model", model["id"], "--dataset", ds["id"], "--loss", "categorical_crossentropy",
+             "--epochs", "1", "--no-wait"]
+    profile = json.loads(run(live, "datasets", "show", ds["id"]).stdout)["profile"]
+    assert [t["count"] for t in profile["targets"]] == [20, 20]
+    quiet = run(live, *train, "--validation-split", "0.25")     # XOR's rows alternate: every class held out
+    assert "warning:" not in quiet.stderr
+    loud = run(live, *train, "--validation-split", "0.02")        # holds out the last row: one class
+    assert "warning: validation_split=" in loud.stderr and "1 of 2 classes" in loud.stderr
+    assert len(loud.stdout.split()) == 1          # queued all the same: its id
+
+
 def test_train_with_class_weights(live, tmp_path):
     ds, model = xor_dataset_and_model(live, tmp_path)
     train = ["train", "--model", model["id"], "--dataset", ds["id"], "--loss", "categorical_crossentropy",

@@ -12,7 +12,7 @@ from service.api.downloads import attachment, file_responses
 from service.api.json_body import request_body_doc, with_json_body
 from service.errors import Invalid, PayloadTooLarge, UnsupportedMediaType, problem_responses
 from service.schemas.common import Page
-from service.schemas.datasets import DatasetJSONIn, DatasetOut
+from service.schemas.datasets import DatasetDetail, DatasetJSONIn, DatasetOut
 from service.services import dataset_export
 from service.services import datasets as service
 
@@ -67,12 +67,14 @@ def _form_str(form: Any, key: str, required: bool) -> str | None:
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    response_model=DatasetOut,
+    response_model=DatasetDetail,
     summary="Upload a dataset (multipart CSV or .npz, or JSON)",
     openapi_extra=_UPLOAD_DOC,
     responses=problem_responses(401, 413, 415, 422),
 )
-async def create_dataset(request: Request, session: SessionDep, owner: OwnerDep, settings: SettingsDep) -> DatasetOut:
+async def create_dataset(
+    request: Request, session: SessionDep, owner: OwnerDep, settings: SettingsDep
+) -> DatasetDetail:
     from starlette.concurrency import run_in_threadpool
 
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -114,7 +116,7 @@ async def create_dataset(request: Request, session: SessionDep, owner: OwnerDep,
             service.create_from_json, session, settings, owner, body))
     else:
         raise UnsupportedMediaType("send multipart/form-data (a CSV file or a .npz archive) or application/json")
-    return DatasetOut.model_validate(row)
+    return DatasetDetail.model_validate(row)
 
 
 @router.get("", response_model=Page[DatasetOut], responses=problem_responses(401, 422))
@@ -123,9 +125,9 @@ def list_datasets(session: SessionDep, owner: OwnerDep, page: PageDep) -> Page[D
     return Page[DatasetOut](items=[DatasetOut.model_validate(r) for r in rows], total=total)
 
 
-@router.get("/{dataset_id}", response_model=DatasetOut, responses=problem_responses(401, 404))
-def get_dataset(dataset_id: str, session: SessionDep, owner: OwnerDep) -> DatasetOut:
-    return DatasetOut.model_validate(service.get(session, owner, dataset_id))
+@router.get("/{dataset_id}", response_model=DatasetDetail, responses=problem_responses(401, 404))
+def get_dataset(dataset_id: str, session: SessionDep, owner: OwnerDep) -> DatasetDetail:
+    return DatasetDetail.model_validate(service.get(session, owner, dataset_id))
 
 
 @router.delete(

@@ -33,7 +33,9 @@ def create_job(
     # (and the commit after it) would wait for a free thread: a burst of submissions deadlocked
     # until the connection pool timed out (503s after 30 s).
     session.commit()
-    return JobOut.from_row(job, [])
+    out = JobOut.from_row(job, [])
+    out.warnings = service.warnings(session, job)
+    return out
 
 
 @router.get("", response_model=Page[JobOut], responses=problem_responses(401, 422))
