@@ -25,5 +25,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('datasets') as batch:
-        batch.drop_column('profile')
+    # a plain DROP COLUMN (SQLite >= 3.35): a batch rebuild of datasets with foreign keys on would null the
+    # dataset_id of every job and sweep (ON DELETE SET NULL) when the old table is dropped
+    op.drop_column('datasets', 'profile')

@@ -176,3 +176,45 @@ def test_sweeps_migration_keeps_every_job_and_goes_back(empty_url):
         assert counts() == (1, 2, 1)
     finally:
         engine.dispose()
+
+
+def test_dataset_profile_migration_keeps_datasets_and_the_jobs_that_use_them(empty_url):
+    """0005 adds datasets.profile (NULL for what was uploaded before) and drops it going back, without rebuilding
+    the table: on SQLite a rebuild with foreign keys on would null every job's dataset_id (ON DELETE SET NULL)."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from service.migrate import alembic_config
+
+    cfg = alembic_config(empty_url)
+    command.upgrade(cfg, "0004")
+    engine = make_engine(empty_url)
+
+    def state() -> tuple:
+        with engine.connect() as conn:
+            return (conn.execute(text("SELECT id, n_samples FROM datasets")).all(),
+                    conn.execute(text("SELECT id, dataset_id FROM jobs")).all())
+
+    try:
+        with engine.begin() as conn:
+            add_owner_and_model(conn)
+            conn.execute(text(
+                "INSERT INTO datasets (id, owner_id, name, task, n_samples, n_features, input_shape, feature_names, "
+                "target_names, classes, size_bytes, data, created_at) VALUES ('d', 'o', 'd', 'regression', 3, 1, "
+                "'[1]', '[\"a\"]', '[\"y\"]', NULL, 1, :data, CURRENT_TIMESTAMP)"), {"data": b"x"})
+            conn.execute(text(
+                "INSERT INTO jobs (id, owner_id, model_id, dataset_id, status, config, epoch, epochs, attempts, "
+                "max_attempts, cancel_requested, created_at) VALUES ('j', 'o', 'm', 'd', 'queued', '{}', 0, 1, 0, "
+                "3, false, CURRENT_TIMESTAMP)"))
+        before = state()
+        assert before == ([("d", 3)], [("j", "d")])
+        command.upgrade(cfg, "0005")
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT profile FROM datasets")).scalar() is None
+        assert state() == before
+        command.downgrade(cfg, "0004")
+        assert state() == before
+        with engine.connect() as conn:
+            assert "profile" not in {c["name"] for c in inspect(conn).get_columns("datasets")}
+    finally:
+        engine.dispose()
