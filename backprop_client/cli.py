@@ -523,6 +523,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                                      **{k: body.pop(k) for k in ("objective", "mode", "name", "folds")
                                         if k in body},
                                      **body.pop("config")))
+        for warning in sweep.get("warnings") or []:    # the trials are queued all the same
+            print(f"warning: {warning}", file=sys.stderr)
         if not args.wait:
             if _json(args):
                 _print_json(sweep)

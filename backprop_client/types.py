@@ -153,6 +153,8 @@ class Sweep(TypedDict):
     trials: list[SweepTrial]
     best: SweepTrial | None
     cross_validation: NotRequired[CrossValidation | None]
+    #: create_sweep's answer only: what its trials' configs will do badly on the dataset, each warning once
+    warnings: NotRequired[list[str]]
 
 
 class Checkpoint(TypedDict):

@@ -96,3 +96,7 @@ class SweepOut(BaseModel):
                                               "trial); null while none has one, and in a cross-validation sweep.")
     cross_validation: CrossValidation | None = Field(
         default=None, description="A sweep with folds: each grid point's objective over its folds, and the best.")
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="In POST /v1/sweeps's answer only (not stored): what POST /v1/jobs would warn about its "
+        "trials (each warning once), e.g. a validation_split whose last rows hold only some classes.")

@@ -183,6 +183,12 @@ def _objective(body: SweepCreate, configs: list[dict[str, Any]]) -> tuple[str, s
     return objective, engine_port.monitor_mode(objective, body.mode)
 
 
+def warnings(session: Session, sweep: Sweep) -> list[str]:
+    """What POST /v1/jobs warns about the sweep's trials (service.services.jobs.warnings), each warning once."""
+    trials = session.scalars(select(Job).where(Job.sweep_id == sweep.id).order_by(Job.sweep_trial)).all()
+    return list(dict.fromkeys(w for job in trials for w in jobs.warnings(session, job)))
+
+
 def get(session: Session, owner_id: str, sweep_id: str) -> Sweep:
     return get_owned(session, Sweep, "sweep", owner_id, sweep_id)
 

@@ -86,3 +86,21 @@ def test_no_warning_when_the_last_rows_hold_every_class(client, auth):
                                                     "loss": "sparse_categorical_crossentropy",
                                                     "validation_split": 0.25})
     assert r.status_code == 202 and r.json()["warnings"] == []
+
+
+def test_a_sweep_answers_its_trials_warnings_once_each(client, auth):
+    ds, m = make_dataset(client, auth, CSV), make_model(client, auth, NET)
+    body = {"model_id": m["id"], "dataset_id": ds["id"],
+            "config": {"loss": "sparse_categorical_crossentropy", "optimizer": "adam", "validation_split": 0.25},
+            "grid": {"optimizer.learning_rate": [0.01, 0.1]}}
+    r = client.post("/v1/sweeps", headers=auth, json=body)
+    assert r.status_code == 202, r.text
+    assert len(r.json()["warnings"]) == 1 and "hold only 'high' (1 of 3 classes)" in r.json()["warnings"][0]
+    assert client.get(f"/v1/sweeps/{r.json()['id']}", headers=auth).json()["warnings"] == []
+    # a grid of splits: each trial's own warning
+    r = client.post("/v1/sweeps", headers=auth, json={**body, "grid": {"validation_split": [0.25, 0.5]}})
+    assert [w.split(" holds")[0] for w in r.json()["warnings"]][:2] == ["validation_split=0.25",
+                                                                         "validation_split=0.5"]
+    # stratified: none
+    stratified = {**body, "config": {**body["config"], "validation_rows": "stratified"}}
+    assert client.post("/v1/sweeps", headers=auth, json=stratified).json()["warnings"] == []

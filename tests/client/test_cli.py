@@ -160,6 +160,9 @@ def test_train_prints_the_servers_warnings(live, tmp_path):
     loud = run(live, *train, "--validation-split", "0.02")        # holds out the last row: one class
     assert "warning: validation_split=" in loud.stderr and "1 of 2 classes" in loud.stderr
     assert len(loud.stdout.split()) == 1          # queued all the same: its id
+    swept = run(live, "sweep", "--model", model["id"], "--dataset", ds["id"], "--loss", "categorical_crossentropy",
+                "--epochs", "1", "--validation-split", "0.02", "--grid", '{"batch_size": [4, 8]}')
+    assert swept.stderr.count("warning: validation_split=") == 1 and "2 trials queued" in swept.stdout
 
 
 def test_train_with_class_weights(live, tmp_path):

@@ -60,7 +60,9 @@ def create_sweep(
     # Commit here, as create_job does: the transaction holds the owner's row lock (the concurrent-jobs count),
     # which must not wait for a free threadpool thread to build the response.
     session.commit()
-    return _out(sweep_results.views(session, [sweep])[0])
+    out = _out(sweep_results.views(session, [sweep])[0])
+    out.warnings = service.warnings(session, sweep)
+    return out
 
 
 @router.get("", response_model=Page[SweepOut], responses=problem_responses(401, 422))
