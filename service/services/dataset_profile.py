@@ -63,26 +63,44 @@ def profile(X: np.ndarray, y: np.ndarray, task: str, feature_names: list[str], t
 
 
 def split_warnings(profile_: dict[str, Any] | None, task: str, n_samples: int, config: dict[str, Any]) -> list[str]:
-    """What a classification job's validation_split with Keras's "last" rows would do badly on this dataset: hold
-    out rows of only some classes, or leave a class out of training. Empty when it cannot tell (no profile)."""
-    fraction = float(config.get("validation_split") or 0.0)
-    if (profile_ is None or task != "classification" or not fraction > 0
-            or config.get("validation_rows", "last") != "last"):
+    """What a classification job's held-out rows would do badly on this dataset, from each class's first and last
+    row: Keras's last rows of a validation_split, or a contiguous validation_fold ("last"), that hold only some
+    classes or take a whole class out of training; a stratified validation_fold with fewer rows of a class than
+    folds. Each warning is certain, not a guess: a class whose rows all lie outside the held-out block has none
+    in it. Empty when it cannot tell (no profile, another task, no held-out rows)."""
+    if profile_ is None or task != "classification":
         return []
-    n_train = int(math.floor(n_samples * (1.0 - fraction)))
     present = [t for t in profile_.get("targets") or [] if t.get("count")]
-    held = [t["label"] for t in present if t["last_row"] >= n_train]
-    trained = [t["label"] for t in present if t["first_row"] < n_train]
+    mode = config.get("validation_rows", "last")
+    fold = config.get("validation_fold")
+    fraction = float(config.get("validation_split") or 0.0)
+    if fold and mode == "stratified":
+        few = [t["label"] for t in present if t["count"] < fold["folds"]]
+        return [f"validation_fold: {_labels(few)} {'has' if len(few) == 1 else 'have'} fewer rows than the "
+                f"{fold['folds']} folds, so some folds validate on none of {'it' if len(few) == 1 else 'them'}"
+                ] if few else []
+    if mode != "last":
+        return []
+    if fold:
+        k, i = fold["folds"], fold["fold"] - 1
+        start = i * (n_samples // k) + min(i, n_samples % k)
+        stop = start + n_samples // k + (i < n_samples % k)
+        what = f"validation_fold {fold['fold']} of {k} holds out rows {start} to {stop - 1} (contiguous folds)"
+        fix = 'set validation_rows to "stratified" (or "random") to deal the folds from every class'
+    elif fraction > 0:
+        start, stop = int(math.floor(n_samples * (1.0 - fraction))), n_samples
+        what = f"validation_split={fraction:g} holds out the last {stop - start} rows (Keras's rule)"
+        fix = 'set validation_rows to "stratified" (or "random") to draw them from every class'
+    else:
+        return []
+    held = [t["label"] for t in present if not (t["last_row"] < start or t["first_row"] >= stop)]
     out = []
-    held_out = n_samples - n_train
     if len(held) < len(present):
-        out.append(f"validation_split={fraction:g} holds out the last {held_out} rows (Keras's rule), and they hold "
-                   f"only {_labels(held)} ({len(held)} of {len(present)} classes): set validation_rows to "
-                   f'"stratified" (or "random") to draw them from every class')
-    missing = [t["label"] for t in present if t["label"] not in trained]
+        out.append(f"{what}, and they hold only {_labels(held)} ({len(held)} of {len(present)} classes): {fix}")
+    missing = [t["label"] for t in present if t["first_row"] >= start and t["last_row"] < stop]
     if missing:
-        out.append(f"the training rows (the first {n_train}) hold no {_labels(missing)}: the model cannot learn "
-                   f"{'that class' if len(missing) == 1 else 'those classes'}")
+        out.append(f"the training rows (all but rows {start} to {stop - 1}) hold no {_labels(missing)}: the model "
+                   f"cannot learn {'that class' if len(missing) == 1 else 'those classes'}")
     return out
 
 

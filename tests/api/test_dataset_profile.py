@@ -57,9 +57,19 @@ def test_wide_datasets_keep_their_class_counts_but_no_feature_list():
     # rows 0-19 low, 20-39 mid, 40-59 high; the classes are listed in their sorted order (high, low, mid)
     ({"validation_split": 0.25}, ["the last 15 rows (Keras's rule), and they hold only 'high' (1 of 3 classes)"]),
     ({"validation_split": 0.34}, ["the last 21 rows (Keras's rule), and they hold only 'high', 'mid' (2 of 3",
-                                  "the training rows (the first 39) hold no 'high'"]),
+                                  "the training rows (all but rows 39 to 59) hold no 'high'"]),
     ({"validation_split": 0.5}, ["hold only 'high', 'mid' (2 of 3 classes)",
-                                 "the training rows (the first 30) hold no 'high'"]),
+                                 "the training rows (all but rows 30 to 59) hold no 'high'"]),
+    # contiguous folds ("last", as KFold): the same two questions of the fold's block of rows
+    ({"validation_fold": {"fold": 3, "folds": 3}}, ["fold 3 of 3 holds out rows 40 to 59 (contiguous folds), and "
+                                                     "they hold only 'high' (1 of 3", "all but rows 40 to 59) hold "
+                                                     "no 'high'"]),
+    ({"validation_fold": {"fold": 2, "folds": 4}}, ["rows 15 to 29 (contiguous folds), and they hold only 'low', "
+                                                     "'mid' (2 of 3"]),
+    ({"validation_fold": {"fold": 1, "folds": 3}, "validation_rows": "random"}, []),
+    ({"validation_fold": {"fold": 1, "folds": 3}, "validation_rows": "stratified"}, []),
+    ({"validation_fold": {"fold": 1, "folds": 25}, "validation_rows": "stratified"},
+     ["'high', 'low', 'mid' have fewer rows than the 25 folds, so some folds validate on none of them"]),
     ({"validation_split": 0.25, "validation_rows": "stratified"}, []),
     ({"validation_split": 0.25, "validation_rows": "random"}, []),
     ({}, []),
@@ -73,7 +83,7 @@ def test_job_warnings_on_a_split_of_sorted_classes(client, auth, config, expecte
     assert len(warnings) == len(expected), warnings
     for warning, text in zip(warnings, expected):
         assert text in warning, warnings
-    if expected:
+    if expected and config.get("validation_rows") != "stratified":     # the advice: draw from every class
         assert 'set validation_rows to "stratified"' in warnings[0]
     # the warnings answer the creation; they are not stored
     assert client.get(f"/v1/jobs/{r.json()['id']}", headers=auth).json()["warnings"] == []
