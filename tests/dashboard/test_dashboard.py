@@ -271,6 +271,36 @@ def test_model_view_pins_the_serving_version(browser, live, world) -> None:
         assert client.get(f"/v1/models/{model['id']}", headers=auth).json()["serving_version"] is None
 
 
+def test_dataset_view_shows_its_profile(browser, live, world) -> None:
+    """A dataset from the list: its shape, each class's rows, share and first and last row, each feature's
+    statistics, as GET /v1/datasets/{id} gives them."""
+    from selenium.webdriver.common.by import By
+
+    dataset = world["dataset"]
+    with httpx.Client(base_url=live.url, timeout=10) as client:
+        profile = client.get(f"/v1/datasets/{dataset['id']}", headers=world["auth"]).json()["profile"]
+    open_signed_in(browser, live, world["key"], "")
+    item = wait_for(browser, "return document.querySelector(`#datasets-list li[data-dataset-id='${arguments[0]}']`)",
+                    dataset["id"], what="the datasets list")
+    assert dataset["name"] in item.text and f"{dataset['n_samples']:,} × {dataset['n_features']}" in item.text
+    browser.find_element(By.CSS_SELECTOR, f"#datasets-list li[data-dataset-id='{dataset['id']}']").click()
+    wait_for(browser, f"return document.getElementById('dataset-view').dataset.datasetId === '{dataset['id']}' && "
+                      "!document.getElementById('dataset-view').hidden", what="the dataset view")
+    assert browser.execute_script("return location.hash") == f"#dataset/{dataset['id']}"
+    assert text(browser, "dataset-title") == dataset["name"] and text(browser, "dataset-task") == "classification"
+    rows = browser.execute_script("return [...document.querySelectorAll('#dataset-targets tbody tr')].map(r => "
+                                  "[...r.cells].map(c => c.textContent))")
+    assert rows == [[str(t["label"]), f"{t['count']:,}", f"{100 * t['count'] / dataset['n_samples']:.1f}%",
+                     str(t["first_row"]), str(t["last_row"])] for t in profile["targets"]]
+    features = browser.execute_script("return [...document.querySelectorAll('#dataset-features tbody tr')].map(r => "
+                                      "[...r.cells].map(c => c.textContent))")
+    assert [f[0] for f in features] == [f["name"] for f in profile["features"]]
+    for shown, f in zip(features, profile["features"]):
+        for cell, key in zip(shown[1:], ("min", "max", "mean", "std")):
+            assert float(cell) == pytest.approx(f[key], rel=1e-3, abs=1e-4), (f["name"], key)
+    assert not visible(browser, "dataset-no-profile") and not visible(browser, "dataset-wide")
+
+
 def test_model_view_evaluates_on_a_dataset(browser, live, world, screenshot_dir) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
@@ -656,9 +686,9 @@ def test_static_files_ship_with_the_package() -> None:
     assert not missing, missing
 
 
-def test_a_missing_job_model_or_sweep_says_so(browser, live, world) -> None:
+def test_a_missing_job_model_dataset_or_sweep_says_so(browser, live, world) -> None:
     """A link to something gone (or another owner's) shows the API's answer in place of a view."""
-    for kind, title in (("job", "Job"), ("model", "Model"), ("sweep", "Sweep")):
+    for kind, title in (("job", "Job"), ("model", "Model"), ("dataset", "Dataset"), ("sweep", "Sweep")):
         open_signed_in(browser, live, world["key"], f"{kind}/0000-gone")
         text = wait_for(browser, "const p = document.getElementById('placeholder');"
                                  "return !p.hidden && p.textContent.includes('0000-gone') && p.textContent",

@@ -63,6 +63,7 @@ export const setServingVersion = (id, version) =>
   api(`v1/models/${enc(id)}`, { method: "PATCH", body: { serving_version: version } });
 export const listVersions = (id) => api(`v1/models/${enc(id)}/versions?limit=100`);
 export const listDatasets = (limit = 200) => api(`v1/datasets?limit=${limit}`);
+export const getDataset = (id) => api(`v1/datasets/${enc(id)}`);
 // ``target``: {dataset_id} (every row of a dataset) or {rows: "validation" | "training"} (the version's own job's)
 export const evaluate = (id, target, version) =>
   api(`v1/models/${enc(id)}/evaluate`, { method: "POST", body: version ? { ...target, version } : target });

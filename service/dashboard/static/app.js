@@ -41,7 +41,7 @@ function h(tag, attrs = {}, ...children) {
 
 const short = (id) => (id ? id.slice(0, 8) : "–");
 
-const VIEWS = ["placeholder", "job-view", "model-view", "sweep-view"];
+const VIEWS = ["placeholder", "job-view", "model-view", "dataset-view", "sweep-view"];
 
 // One card of the detail pane at a time.
 function showView(id) {
@@ -179,8 +179,10 @@ async function refreshLists() {
     $("jobs-total").textContent = `${jobs.total}`;
     $("models-total").textContent = `${models.total}`;
     $("sweeps-total").textContent = `${sweeps.total}`;
+    $("datasets-total").textContent = `${datasets.total}`;
     renderJobs();
     renderModels();
+    renderDatasets();
     renderSweeps();
   } catch (err) {
     if (handleError(err)) return;
@@ -226,6 +228,19 @@ function renderModels() {
     ),
   );
   $("models-empty").hidden = models.length > 0;
+}
+
+function renderDatasets() {
+  const datasets = [...state.datasets.values()];
+  $("datasets-list").replaceChildren(
+    ...datasets.map((d) =>
+      h("li", { class: state.selected?.kind === "dataset" && state.selected.id === d.id ? "selected" : null,
+        dataset: { datasetId: d.id }, onclick: () => go(`dataset/${d.id}`) },
+      h("span", {}, d.name),
+      h("span", { class: "muted" }, `${d.n_samples.toLocaleString()} × ${d.n_features}`)),
+    ),
+  );
+  $("datasets-empty").hidden = datasets.length > 0;
 }
 
 // Trials that have ended, of all: a sweep is done when they are equal.
@@ -280,6 +295,9 @@ async function route() {
   } else if (kind === "sweep" && id) {
     state.selected = { kind, id };
     await showSweep(id);
+  } else if (kind === "dataset" && id) {
+    state.selected = { kind, id };
+    await showDataset(id);
   } else if (state.jobs.length) {
     state.selected = { kind: "job", id: state.jobs[0].id };
     await showJob(state.jobs[0].id);
@@ -289,6 +307,7 @@ async function route() {
   }
   renderJobs();
   renderModels();
+  renderDatasets();
   renderSweeps();
 }
 
@@ -843,6 +862,44 @@ function renderEvaluation(out) {
 
 // A grid value as written in the request: numbers and names bare, objects (a schedule, say) as JSON.
 const valueText = (v) => (v !== null && typeof v === "object" ? JSON.stringify(v) : String(v));
+
+// ---------------------------------------------------------------- one dataset
+
+// Its shape and task, and its profile (computed at upload): each class's count and rows, each feature's statistics.
+async function showDataset(id) {
+  const ds = await fetchForView("Dataset", id, () => api.getDataset(id));
+  if (!ds) return;
+  state.job = null;
+  showView("dataset-view");
+  $("dataset-view").dataset.datasetId = ds.id;
+  $("dataset-title").textContent = ds.name;
+  $("dataset-subtitle").textContent = `${ds.id} · uploaded ${when(ds.created_at)}`;
+  $("dataset-task").textContent = ds.task;
+  const meta = [["Rows", ds.n_samples.toLocaleString()], ["Features", ds.n_features.toLocaleString()],
+    ["Input shape", JSON.stringify(ds.input_shape)], ["Targets", ds.target_names.join(", ")]];
+  $("dataset-meta").replaceChildren(...meta.map(([k, v]) => h("div", {}, h("dt", {}, k), h("dd", { title: v }, v))));
+  const profile = ds.profile;
+  $("dataset-no-profile").hidden = profile != null;
+  const targets = profile?.targets || [];
+  const byClass = ds.task === "classification";
+  $("dataset-targets-title").textContent = byClass ? "Classes" : ds.task === "multilabel" ? "Labels" : "Targets";
+  const stats = (f) => [num(f.min), num(f.max), num(f.mean), num(f.std)].map((v) => h("td", { class: "num" }, v));
+  $("dataset-targets").tHead.replaceChildren(ds.task === "regression"
+    ? h("tr", {}, h("th", {}, "Target"), ...["Min", "Max", "Mean", "Std"].map((c) => h("th", { class: "num" }, c)))
+    : h("tr", {}, h("th", {}, "Label"), h("th", { class: "num" }, "Rows"), h("th", { class: "num" }, "Share"),
+      ...(byClass ? [h("th", { class: "num" }, "First row"), h("th", { class: "num" }, "Last row")] : [])));
+  $("dataset-targets").tBodies[0].replaceChildren(...targets.map((t) => ds.task === "regression"
+    ? h("tr", {}, h("td", {}, t.name), ...stats(t))
+    : h("tr", { dataset: { label: String(t.label) } }, h("td", {}, String(t.label)),
+      h("td", { class: "num count" }, t.count.toLocaleString()),
+      h("td", { class: "num" }, `${(100 * t.count / ds.n_samples).toFixed(1)}%`),
+      ...(byClass ? [h("td", { class: "num" }, t.first_row ?? "–"), h("td", { class: "num" }, t.last_row ?? "–")]
+        : []))));
+  const features = profile?.features;
+  $("dataset-wide").hidden = !profile || features != null;
+  $("dataset-features").tBodies[0].replaceChildren(
+    ...(features || []).map((f) => h("tr", {}, h("td", { class: "mono" }, f.name), ...stats(f))));
+}
 
 async function showSweep(id) {
   const sweep = await fetchForView("Sweep", id, () => api.getSweep(id));
