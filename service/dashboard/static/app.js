@@ -993,20 +993,27 @@ function renderSweep(sweep) {
     }));
 }
 
-async function onSweepCancel() {
-  if (!state.sweep) return;
-  $("sweep-cancel").disabled = true;
+// One of the sweep view's buttons: disabled while ``action`` runs, a failure shown as "<verb> failed: …".
+async function sweepAction(buttonId, verb, action) {
+  $(buttonId).disabled = true;
   $("sweep-error").textContent = "";
   try {
+    await action();
+  } catch (err) {
+    if (!handleError(err)) $("sweep-error").textContent = `${verb} failed: ${err.message}`;
+  } finally {
+    $(buttonId).disabled = false;
+  }
+}
+
+async function onSweepCancel() {
+  if (!state.sweep) return;
+  await sweepAction("sweep-cancel", "Cancel", async () => {
     const sweep = await api.cancelSweep(state.sweep.id);
     applySweep(sweep);
     // Queued trials ended at once; applySweep refreshed the lists if that ended the sweep, else do it here.
     if (sweep.status === "running") refreshLists();
-  } catch (err) {
-    if (!handleError(err)) $("sweep-error").textContent = `Cancel failed: ${err.message}`;
-  } finally {
-    $("sweep-cancel").disabled = false;
-  }
+  });
 }
 
 // Pins the best trial's version as the one the model serves to requests that name none, then shows the model.
@@ -1014,32 +1021,20 @@ async function onSweepCancel() {
 async function onServeBest() {
   const sweep = state.sweep;
   if (!sweep?.best) return;
-  $("sweep-serve").disabled = true;
-  $("sweep-error").textContent = "";
-  try {
+  await sweepAction("sweep-serve", "Serve", async () => {
     await api.setServingVersion(sweep.model_id, sweep.best.result_version);
     go(`model/${sweep.model_id}`);
-  } catch (err) {
-    if (!handleError(err)) $("sweep-error").textContent = `Serve failed: ${err.message}`;
-  } finally {
-    $("sweep-serve").disabled = false;
-  }
+  });
 }
 
 // A cross-validation sweep's best point trained on every row: a new job, shown once queued.
 async function onRefitBest() {
   const sweep = state.sweep;
   if (!sweep?.cross_validation?.best) return;
-  $("sweep-refit").disabled = true;
-  $("sweep-error").textContent = "";
-  try {
+  await sweepAction("sweep-refit", "Refit", async () => {
     const job = await api.refitSweep(sweep.id);
     go(`job/${job.id}`);
-  } catch (err) {
-    if (!handleError(err)) $("sweep-error").textContent = `Refit failed: ${err.message}`;
-  } finally {
-    $("sweep-refit").disabled = false;
-  }
+  });
 }
 
 // ---------------------------------------------------------------- start
