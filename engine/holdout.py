@@ -14,8 +14,9 @@ cross-validation, one job per fold: a sweep's ``folds``); the same three modes d
 (``fold_of_rows``).
 
 All draw from the fit's seed alone (stream 3 of ``training._rng``), so a resumed or continued fit holds out
-the same rows, and the k jobs of one cross-validation, which share a seed, deal the same folds. The training rows keep their order in the dataset (``shuffle: false`` still means dataset
-order) and the held-out rows too.
+the same rows, and the k jobs of one cross-validation, which share a seed, deal the same folds. The training
+rows keep their order in the dataset (``shuffle: false`` still means dataset order), and the held-out rows
+too.
 """
 from __future__ import annotations
 

@@ -64,7 +64,8 @@ class BatchEvent:
 # -- compatibility of a config with a model and data ---------------------------------------------------
 def check_compatible(model, config: dict, x_shape: tuple, y) -> None:
     """Raise ConfigError (field "input_shape", "loss", "class_weight[.<class>]" or "validation_rows") when the
-    data, the loss, the class weights or a stratified validation split cannot fit the model: a Model, or the ``engine.shapes(spec)`` of one (all it reads)."""
+    data, the loss, the class weights or a stratified validation split cannot fit the model: a Model, or the
+    ``engine.shapes(spec)`` of one (all it reads)."""
     _check_targets(model, config, x_shape, y)
     name = loss_name(normalize_loss(config.get("loss")))
     weights = class_weight_mod.normalize(config.get("class_weight"), name)
@@ -118,7 +119,7 @@ def _check_targets(model, config: dict, x_shape: tuple, y) -> None:
         raise ConfigError("loss", "binary_crossentropy needs targets in [0, 1]")
 
 
-# -- which rows a validation_split holds out -------------------------------------------------------------
+# -- which rows a validation_split or a validation_fold holds out -------------------------------------------
 def _split(cfg: dict, loss_name_: str, targets: np.ndarray) -> tuple[int, np.ndarray | None]:
     """(training rows, row order) of a fit of ``cfg``: the order puts the training rows first and the held-out
     rows after them (engine/holdout.py), drawn from stream 3 of the fit's seed; None when the rows stay where
@@ -420,13 +421,13 @@ def _standardize_into(X: np.ndarray, standardization, dtype, order: np.ndarray |
     if standardization is None and order is None:
         return np.ascontiguousarray(X, dtype=dtype)
     out = np.empty(X.shape, dtype=dtype)
+    mean, std = (None, None) if standardization is None else (a.reshape(X.shape[1:]) for a in standardization)
     for i in range(0, X.shape[0], STANDARDIZE_CHUNK):
         chunk = out[i:i + STANDARDIZE_CHUNK]
         rows = _rows(X, order, i, i + STANDARDIZE_CHUNK)
-        if standardization is None:
+        if mean is None:
             np.copyto(chunk, rows, casting="unsafe")
         else:
-            mean, std = (a.reshape(X.shape[1:]) for a in standardization)
             np.subtract(rows, mean, out=chunk, casting="unsafe")
             chunk /= std
     return out
