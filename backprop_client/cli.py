@@ -8,7 +8,7 @@
     backprop models list | show ID
     backprop train --model ID --dataset ID [--loss L] [--optimizer adam] [--lr X] [--epochs N]
                    [--batch-size N] [--validation-split F [--validation-rows last|random|stratified]]
-                   [--class-weight balanced|JSON] [--config JOB.json] [--no-wait]
+                   [--class-weight balanced|JSON] [--diagnostics] [--config JOB.json] [--no-wait]
     backprop jobs [--status S] | jobs show ID | jobs watch ID | jobs cancel ID
     backprop sweep --model ID --dataset ID --grid JSON [train's options] [--objective O] [--folds K] [--wait]
     backprop sweeps list [--model ID] | sweeps show ID | sweeps cancel ID | sweeps refit ID | sweeps delete ID
@@ -43,7 +43,7 @@ from backprop_client.client import ApiError, Client
 DEFAULT_URL = "http://127.0.0.1:8000"
 COMMANDS = ("datasets", "models", "train", "jobs", "sweep", "sweeps", "predict", "evaluate", "export")
 #: History keys that are not shown as metrics on the progress line.
-_NOT_METRICS = ("epoch", "grad_norms", "seconds", "learning_rate")
+_NOT_METRICS = ("epoch", "grad_norms", "activations", "seconds", "learning_rate")
 
 
 class CliError(Exception):
@@ -326,6 +326,8 @@ def job_body(args: argparse.Namespace) -> dict[str, Any]:
         body["metrics"] = list(args.metric)
     if args.class_weight is not None:
         body["class_weight"] = _class_weight(args.class_weight)
+    if args.diagnostics:
+        body["diagnostics"] = True
     if args.optimizer is not None or args.lr is not None:
         opt = body.get("optimizer")
         opt = dict(opt) if isinstance(opt, dict) else ({"type": opt} if isinstance(opt, str) else {})
@@ -345,6 +347,13 @@ def job_body(args: argparse.Namespace) -> dict[str, Any]:
     return body
 
 
+def activations_line(activations: dict[str, dict[str, float]]) -> str:
+    """The last epoch's diagnostics: "hidden layers (last epoch): dense 41% inactive, 3% dead units; ..."."""
+    parts = [f"{name} {a['inactive']:.0%} inactive, {a['dead_units']:.0%} dead units"
+             for name, a in activations.items()]
+    return "hidden layers (last epoch): " + "; ".join(parts)
+
+
 def _finish(job: dict[str, Any], as_json: bool) -> int:
     if as_json:
         _print_json(job)
@@ -356,6 +365,8 @@ def _finish(job: dict[str, Any], as_json: bool) -> int:
         if not as_json:
             print(f"job {job['id']} succeeded: model {job['model_id']} version {job['result_version']}"
                   + (f"  ({metrics})" if metrics else ""))
+            if last.get("activations"):
+                print(activations_line(last["activations"]))
         return 0
     if not as_json:
         error = job.get("error") or {}
@@ -763,6 +774,9 @@ def _add_fit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metric", action="append", help="a metric to track (repeatable), e.g. accuracy")
     p.add_argument("--class-weight", metavar="WEIGHTS",
                    help='balanced, or a JSON object of the dataset\'s labels and weights, e.g. \'{"yes": 5}\'')
+    p.add_argument("--diagnostics", action="store_true",
+                   help="count each hidden relu/sigmoid/tanh layer's inactive units every epoch (dead relus, "
+                        "saturated sigmoid and tanh units); shown when the job ends")
     p.add_argument("--config", metavar="JOB.json", help="the job's JSON (options on the command line win)")
 
 

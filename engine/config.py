@@ -20,7 +20,7 @@ PLATEAU_DEFAULTS = {"monitor": "val_loss", "factor": 0.1, "patience": 10, "mode"
 KEYS = ("loss", "optimizer", "epochs", "batch_size", "shuffle", "validation_split", "validation_rows",
         "validation_fold", "validation_data",
         "seed", "metrics", "regularization", "early_stopping", "reduce_lr_on_plateau", "augmentation",
-        "standardize", "class_weight")
+        "standardize", "class_weight", "diagnostics")
 
 
 def _num(v, field, *, lo=None, hi=None, lo_open=False, hi_open=False) -> float:
@@ -223,6 +223,8 @@ def normalize_fit_config(config: dict, input_rank: int | None = None) -> dict:
     out["augmentation"] = augmentation.normalize(config.get("augmentation"), input_rank)
     out["standardize"] = _bool(config.get("standardize", True), "standardize")
     out["class_weight"] = class_weight.normalize(config.get("class_weight"), loss_name(out["loss"]))
+    diagnostics = config.get("diagnostics")
+    out["diagnostics"] = False if diagnostics is None else _bool(diagnostics, "diagnostics")
     for key in SERVICE_KEYS:
         if key in config:
             out[key] = config[key]

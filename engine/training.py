@@ -19,6 +19,7 @@ from . import holdout
 from . import losses as losses_mod
 from .augmentation import Augmenter, active as augmentation_active
 from .config import loss_name, monitor_mode, normalize_fit_config, normalize_loss
+from .diagnostics import ActivationMonitor
 from .errors import ConfigError, Diverged
 from .metrics import MetricAccumulator
 
@@ -311,6 +312,8 @@ class _Trainer:
         loss, fused = self.loss, self.fused
         epoch = self.epoch
         wb = None          # the batch's sample weights, with class weights
+        # a checkpoint written before the key existed has no "diagnostics": off, as then
+        monitor = ActivationMonitor(model) if cfg.get("diagnostics") else None
         while not self.finished and epoch < cfg["epochs"]:
             epoch += 1
             t0 = time.perf_counter()
@@ -318,6 +321,8 @@ class _Trainer:
             rng_layers = _rng(seed, epoch, 1)
             rng_aug = _rng(seed, epoch, 2)
             acc.reset()
+            if monitor is not None:
+                monitor.reset()
             loss_sum = 0.0
             norms = [0.0] * len(ranges)
             batches = 0
@@ -347,6 +352,8 @@ class _Trainer:
                 loss_sum += value * m     # the epoch's loss: the batch losses' mean weighted by batch size
                 if with_metrics:
                     acc.update(out, yb, wb)
+                if monitor is not None:
+                    monitor.update()
                 for k, g in enumerate(grad_views):
                     norms[k] += math.sqrt(np.dot(g, g))
                 batches += 1
@@ -366,6 +373,8 @@ class _Trainer:
                 row.update({f"val_{k}": v for k, v in ev.items()})
             row["learning_rate"] = float(opt.learning_rate)
             row["grad_norms"] = {name: norms[k] / batches for k, (name, _) in enumerate(ranges)}
+            if monitor is not None:
+                row["activations"] = monitor.result()
             row["seconds"] = time.perf_counter() - t0
             row = {k: (v if isinstance(v, (int, dict)) else float(v)) for k, v in row.items()}
             self.history.append(row)

@@ -64,6 +64,13 @@ class JobCreate(BaseModel):
         "loss is multiplied by its class's weight and the batch loss divided by the batch size (Keras's "
         "sum_over_batch_size, not a weighted mean); training metrics are weighted, validation is not. "
         "Classification datasets with one label per row, crossentropy losses.")
+    diagnostics: bool | None = Field(
+        default=None,
+        description="Count, every epoch, how much of each hidden relu, sigmoid or tanh layer passes (almost) no "
+        "gradient: each history row then has `activations`: {layer: {inactive, dead_units}}, `inactive` the share "
+        "of the epoch's (training row, unit) pairs where the unit's output was 0 (relu) or within 0.01 of a bound "
+        "of its range (sigmoid, tanh), `dead_units` the share of units inactive on every training row. Off by "
+        "default.")
     checkpoint_every: int | None = Field(default=None, ge=0, description="Checkpoint every N epochs (0: never).")
 
 

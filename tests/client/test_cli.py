@@ -178,6 +178,20 @@ def test_train_with_class_weights(live, tmp_path):
     assert out.returncode == 1 and "--class-weight takes balanced or a JSON object" in out.stderr
 
 
+def test_train_with_diagnostics_prints_the_hidden_layers(live, tmp_path):
+    ds, model = xor_dataset_and_model(live, tmp_path)
+    out = run(live, "train", "--model", model["id"], "--dataset", ds["id"], "--loss", "categorical_crossentropy",
+              "--epochs", "3", "--lr", "0.5", "--diagnostics")
+    line = next(x for x in out.stdout.splitlines() if x.startswith("hidden layers (last epoch): "))
+    job_id = out.stdout.split()[1]
+    job = json.loads(run(live, "jobs", "show", job_id, "--json").stdout)
+    assert job["config"]["diagnostics"] is True
+    last = job["history"][-1]["activations"]
+    assert list(last) == ["dense"]            # the tanh layer; the output layer is not watched
+    assert line == (f"hidden layers (last epoch): dense {last['dense']['inactive']:.0%} inactive, "
+                    f"{last['dense']['dead_units']:.0%} dead units")
+
+
 def test_a_sweep_from_the_command_line(live, tmp_path):
     ds, model = xor_dataset_and_model(live, tmp_path)
     out = run(live, "sweep", "--model", model["id"], "--dataset", ds["id"], "--loss", "categorical_crossentropy",
@@ -281,6 +295,8 @@ def test_parsing_and_progress_rendering():
     for text, weights in (("balanced", "balanced"), ('{"yes": 5, "1": 0.5}', {"yes": 5, "1": 0.5})):
         args = build_parser().parse_args(["train", "--model", "m", "--dataset", "d", "--class-weight", text])
         assert job_body(args) == {"model_id": "m", "dataset_id": "d", "class_weight": weights}
+    args = build_parser().parse_args(["train", "--model", "m", "--dataset", "d", "--diagnostics"])
+    assert job_body(args) == {"model_id": "m", "dataset_id": "d", "diagnostics": True}
     args = build_parser().parse_args(["sweep", "--model", "m", "--dataset", "d", "--epochs", "5", "--grid",
                                       '{"optimizer.learning_rate": [0.1, 1]}', "--objective", "val_accuracy"])
     assert sweep_body(args) == {"model_id": "m", "dataset_id": "d", "config": {"epochs": 5, "optimizer": "adam"},

@@ -7,7 +7,7 @@ import { readEventStream, StreamError } from "./sse.js";
 const $ = (id) => document.getElementById(id);
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 const POLL_MS = 2000;
-const RESERVED = new Set(["epoch", "loss", "val_loss", "learning_rate", "grad_norms", "seconds"]);
+const RESERVED = new Set(["epoch", "loss", "val_loss", "learning_rate", "grad_norms", "activations", "seconds"]);
 
 const state = {
   jobs: [],
