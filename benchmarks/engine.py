@@ -95,11 +95,11 @@ def matmul_flops_per_sample(net: str) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ engine
-def engine_rate(net: str, X, y, epochs: int) -> float:
+def engine_rate(net: str, X, y, epochs: int, diagnostics: bool = False) -> float:
     *_, batch, loss, _ = NETS[net]
     model = engine.build(engine_spec(net), seed=1)
     history = model.fit(X, y, loss=loss, optimizer="adam", epochs=epochs, batch_size=batch, shuffle=True,
-                        seed=3, metrics=[])
+                        seed=3, metrics=[], diagnostics=diagnostics)
     seconds = [row["seconds"] for row in history[1:]]       # epoch 1 warms the work arrays up
     return X.shape[0] / min(seconds)
 
@@ -318,6 +318,8 @@ def main(argv=None) -> None:
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--no-sklearn", action="store_true")
     parser.add_argument("--no-rss", action="store_true")
+    parser.add_argument("--diagnostics", action="store_true",
+                        help="also time the engine with diagnostics on (activation counts), beside off")
     parser.add_argument("--keep-env", action="store_true", help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE")
     parser.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -365,6 +367,8 @@ def main(argv=None) -> None:
                 with limit_blas_threads(k):
                     peak[k] = max(peak[k], matmul_peak(repeats=4))
                     best[k] = max(best[k], engine_rate(net, X, y, epochs))
+                    if args.diagnostics:
+                        best[f"{k}d"] = max(best.get(f"{k}d", 0.0), engine_rate(net, X, y, epochs, True))
             if torch is not None:
                 rate, torch_label = torch_rate(torch, net, X, y, epochs)
                 best["torch"] = max(best["torch"], rate)
@@ -390,6 +394,10 @@ def main(argv=None) -> None:
         engines = "".join(f" {best[k]:10,.0f}" for k in settings)
         print(f"({net}) {DESCRIPTIONS[net]:32s}{engines} {t_cols} {s_cols}")
     print("ratios: the engine's best thread setting over the other framework (targets: >= 1.5x torch on each net)")
+    if args.diagnostics:
+        for net, best in results.items():
+            off, on = max(best[k] for k in settings), max(best[f"{k}d"] for k in settings)
+            print(f"({net}) with diagnostics: {on:10,.0f} samples/s = {on / off:.3f}x of the same engine without")
     print("bound: the ratio to torch of any NumPy engine whose matmuls ran at this run's measured matmul peak and "
           "whose every other\n       operation (activations, loss, optimizer, batch gather) took no time at all")
     if torch is not None:

@@ -43,7 +43,7 @@ def world(live) -> dict[str, Any]:
         dataset = make_dataset(client, auth, blobs_csv(), target="species", name="iris-ish blobs")
         model = make_model(client, auth, SPEC, name="blob classifier")
         job = make_job(client, auth, model["id"], dataset["id"], epochs=EPOCHS, validation_split=0.2,
-                       validation_rows="stratified", metrics=["accuracy"], batch_size=16,
+                       validation_rows="stratified", metrics=["accuracy"], batch_size=16, diagnostics=True,
                        optimizer={"type": "adam", "learning_rate": COSINE})
         assert run_job_in_process(live.session_factory, job["id"]) == 1
         finished = client.get(f"/v1/jobs/{job['id']}", headers=auth).json()
@@ -160,6 +160,14 @@ def test_finished_job_shows_its_curves(browser, live, world, screenshot_dir) -> 
     # the learning rate follows its cosine schedule, and the job's details name it
     rates = browser.execute_script("return window.__dashboard.charts.lr.plot.data[1]")
     assert rates == pytest.approx([r["learning_rate"] for r in job["history"]]) and rates[0] > rates[-1]
+    # diagnostics: the relu and the tanh layer, each its inactive share and its dead units, as stored
+    assert not browser.execute_script("return document.getElementById('chart-acts-box').hidden")
+    assert points(browser, "acts") == EPOCHS
+    labels = browser.execute_script("return window.__dashboard.charts.acts.plot.series.slice(1).map(s => s.label)")
+    assert labels == ["dense inactive", "dense dead units", "dense_1 inactive", "dense_1 dead units"]
+    acts = browser.execute_script("return window.__dashboard.charts.acts.plot.data")
+    assert acts[1] == pytest.approx([r["activations"]["dense"]["inactive"] for r in job["history"]])
+    assert acts[4] == pytest.approx([r["activations"]["dense_1"]["dead_units"] for r in job["history"]])
     meta = browser.execute_script("return document.getElementById('job-meta').textContent")
     assert "adam (lr cosine_decay from 0.01)" in meta
     assert "0.2 (stratified rows)" in meta
@@ -187,6 +195,7 @@ def test_failed_job_shows_its_error(browser, live, world, screenshot_dir) -> Non
     # No validation split, no metrics: one loss curve, and the metrics chart says why it is empty.
     assert browser.execute_script("return document.getElementById('chart-loss').dataset.series") == "1"
     assert "No metrics" in browser.execute_script("return document.getElementById('chart-metrics').textContent")
+    assert browser.execute_script("return document.getElementById('chart-acts-box').hidden")   # no diagnostics
     # Exploding gradients on the log scale: 1e2 .. 1e6 all drawn.
     assert browser.execute_script("return window.__dashboard.charts.grads.plot.data[1]") == [1e2, 1e4, 1e6]
 

@@ -320,6 +320,7 @@ function charts() {
     c.metrics = new LineChart($("chart-metrics"));
     c.grads = new LineChart($("chart-grads"), { log: true, yLabel: "‖∇W‖" });
     c.lr = new LineChart($("chart-lr"));
+    c.acts = new LineChart($("chart-acts"), { yLabel: "share" });
   }
   return c;
 }
@@ -335,9 +336,10 @@ function metricNames(history) {
   return [...names];
 }
 
-function layerNames(history) {
+// the layer names of a per-layer field of the history rows (grad_norms, activations), in first-seen order
+function layerNames(history, field = "grad_norms") {
   const names = [];
-  for (const row of history) for (const k of Object.keys(row.grad_norms || {})) if (!names.includes(k)) names.push(k);
+  for (const row of history) for (const k of Object.keys(row[field] || {})) if (!names.includes(k)) names.push(k);
   return names;
 }
 
@@ -364,6 +366,17 @@ function drawCharts(job) {
   }));
   c.grads.update(rows, grads, epochs);
   c.lr.update(rows, [{ label: "learning_rate", color: color(3), get: (r) => r.learning_rate }], epochs);
+
+  // a job with diagnostics: each hidden layer's inactive share (solid) and dead units (dashed)
+  const watched = layerNames(rows, "activations");
+  $("chart-acts-box").hidden = watched.length === 0;
+  const acts = [];
+  watched.forEach((name, i) => {
+    const of = (key) => (r) => (r.activations && r.activations[name] ? r.activations[name][key] : null);
+    acts.push({ label: `${name} inactive`, color: color(i), get: of("inactive") });
+    acts.push({ label: `${name} dead units`, color: color(i), dash: [6, 4], get: of("dead_units") });
+  });
+  if (watched.length) c.acts.update(rows, acts, epochs);
 }
 
 function stat(k, v) {
