@@ -197,6 +197,30 @@ def test_class_weights_by_label_reach_the_worker_and_a_continued_job(svc):
                         weights(svc, model_id, longer["result_version"]))
 
 
+def test_diagnostics_reach_the_worker_and_a_continued_job(svc):
+    """diagnostics: true on real workers: every history row carries the relu layer's activation figures, the first
+    epoch's are an in-process fit's, a continued job reports what one longer job does, and the version's metrics
+    leave them out."""
+    model_id = create_model(svc)
+    job = wait_job(svc, start_job(svc, model_id, epochs=3, diagnostics=True))
+    assert job["status"] == "succeeded", (job["error"], svc.log_tail())
+    assert all(list(row["activations"]) == ["dense"] for row in job["history"])
+    first = job["history"][0]["activations"]["dense"]
+    # the counts depend on float32 sums: a worker with another BLAS thread count may flip a unit on a boundary
+    expected = first_epoch_in_process(diagnostics=True)["activations"]["dense"]
+    assert first["inactive"] == pytest.approx(expected["inactive"], abs=1e-4)
+    assert first["dead_units"] == pytest.approx(expected["dead_units"], abs=1 / 64)
+
+    r = svc.client.post(f"/v1/jobs/{job['id']}/continue", json={"epochs": 5})
+    assert r.status_code == 202, r.text
+    continued = wait_job(svc, r.json()["id"])
+    longer = wait_job(svc, start_job(svc, model_id, epochs=5, diagnostics=True))
+    assert continued["status"] == longer["status"] == "succeeded", (continued["error"], svc.log_tail())
+    assert [row["activations"] for row in continued["history"]] == [row["activations"] for row in longer["history"]]
+    versions = svc.client.get(f"/v1/models/{model_id}/versions").json()["items"]
+    assert all("activations" not in v["metrics"] for v in versions)
+
+
 def test_killed_worker_job_is_requeued_and_resumes_bit_identical(svc):
     """kill -9 of the worker mid-training: the reconciler sees the stale heartbeat, re-queues the job,
     the next worker resumes it from its last checkpoint and the version equals an uninterrupted
