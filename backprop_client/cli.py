@@ -43,7 +43,7 @@ from backprop_client.client import ApiError, Client
 DEFAULT_URL = "http://127.0.0.1:8000"
 COMMANDS = ("datasets", "models", "train", "jobs", "sweep", "sweeps", "predict", "evaluate", "export")
 #: History keys that are not shown as metrics on the progress line.
-_NOT_METRICS = ("epoch", "grad_norms", "activations", "seconds", "learning_rate")
+_NOT_METRICS = ("epoch", "grad_norms", "weight_changes", "activations", "seconds", "learning_rate")
 
 
 class CliError(Exception):
@@ -347,11 +347,18 @@ def job_body(args: argparse.Namespace) -> dict[str, Any]:
     return body
 
 
-def activations_line(activations: dict[str, dict[str, float]]) -> str:
-    """The last epoch's diagnostics: "hidden layers (last epoch): dense 41% inactive, 3% dead units; ..."."""
-    parts = [f"{name} {a['inactive']:.0%} inactive, {a['dead_units']:.0%} dead units"
-             for name, a in activations.items()]
-    return "hidden layers (last epoch): " + "; ".join(parts)
+def diagnostics_lines(row: dict[str, Any]) -> list[str]:
+    """A history row's diagnostics, one line each: "weight change (last epoch): dense 9.2e-10, ..." and
+    "hidden layers (last epoch): dense 41% inactive, 3% dead units; ..."."""
+    lines = []
+    if row.get("weight_changes"):
+        lines.append("weight change (last epoch): " + ", ".join(
+            f"{name} {'-' if v is None else f'{v:.2g}'}" for name, v in row["weight_changes"].items()))
+    if row.get("activations"):
+        lines.append("hidden layers (last epoch): " + "; ".join(
+            f"{name} {a['inactive']:.0%} inactive, {a['dead_units']:.0%} dead units"
+            for name, a in row["activations"].items()))
+    return lines
 
 
 def _finish(job: dict[str, Any], as_json: bool) -> int:
@@ -365,8 +372,8 @@ def _finish(job: dict[str, Any], as_json: bool) -> int:
         if not as_json:
             print(f"job {job['id']} succeeded: model {job['model_id']} version {job['result_version']}"
                   + (f"  ({metrics})" if metrics else ""))
-            if last.get("activations"):
-                print(activations_line(last["activations"]))
+            for line in diagnostics_lines(last):
+                print(line)
         return 0
     if not as_json:
         error = job.get("error") or {}
@@ -775,8 +782,8 @@ def _add_fit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--class-weight", metavar="WEIGHTS",
                    help='balanced, or a JSON object of the dataset\'s labels and weights, e.g. \'{"yes": 5}\'')
     p.add_argument("--diagnostics", action="store_true",
-                   help="count each hidden relu/sigmoid/tanh layer's inactive units every epoch (dead relus, "
-                        "saturated sigmoid and tanh units); shown when the job ends")
+                   help="measure each layer's weight change and each hidden relu/sigmoid/tanh layer's inactive "
+                        "units (dead relus, saturated sigmoid and tanh units) every epoch; shown when the job ends")
     p.add_argument("--config", metavar="JOB.json", help="the job's JSON (options on the command line win)")
 
 

@@ -81,14 +81,16 @@ class JobError(TypedDict):
 
 class HistoryRow(TypedDict, total=False):
     """One epoch: ``loss``, ``val_loss``, each metric and ``val_<metric>``, ``learning_rate``,
-    ``grad_norms`` (by layer name), ``activations`` (a job with ``diagnostics``: by hidden layer name,
-    ``{"inactive", "dead_units"}``) and ``seconds``."""
+    ``grad_norms`` (by layer name), with ``diagnostics`` ``weight_changes`` (by layer name: the relative change of
+    its weights over the epoch) and ``activations`` (by hidden layer name: ``{"inactive", "dead_units"}``), and
+    ``seconds``."""
 
     epoch: int
     loss: float
     val_loss: float
     learning_rate: float
     grad_norms: dict[str, float]
+    weight_changes: dict[str, float | None]
     activations: dict[str, dict[str, float]]
     seconds: float
 

@@ -1,8 +1,14 @@
-"""Activation diagnostics: how much of each hidden layer passes (almost) no gradient.
+"""Training diagnostics (``diagnostics: true``): where a network stops learning.
 
-The per-layer gradient norms of every history row show *that* gradients vanish; these figures show *where the
-units stop learning*, the two causes the course names: ReLU units that never fire ("dead") and sigmoid or tanh
-units pinned at a bound of their range, where the derivative is nearly zero ("saturation").
+The per-layer gradient norms of every history row show *that* gradients vanish. These figures show what the
+course says follows, and why:
+
+- ``weight_changes``: each layer's relative change over the epoch, ||w_end - w_start|| / ||w_start|| over all
+  its trainable variables. Vanishing gradients "leave the weights of the initial or lower layers nearly
+  unchanged": this is that change, measured.
+- ``activations``: how much of each hidden layer passes (almost) no gradient, the two causes the course names:
+  ReLU units that never fire ("dead") and sigmoid or tanh units pinned at a bound of their range, where the
+  derivative is nearly zero ("saturation").
 
 A unit is *inactive* on a row when its derivative there is zero or nearly so:
 
@@ -14,16 +20,18 @@ For each hidden dense or activation layer with one of these activations (the net
 a confident output is what training is for), an epoch's figures are
 
 - ``inactive``: the share of the epoch's (training row, unit) pairs at which the unit was inactive;
-- ``dead_units``: the share of the layer's units that were inactive on every training row of the epoch: they
-  passed no gradient back at all (for relu, none at all; their incoming weights can no longer change, save by
-  weight decay or a penalty).
+- ``dead_units``: the share of the layer's units that were inactive on every training row of the epoch, so that
+  (almost) no gradient reached their incoming weights (a dead relu's get none at all: only weight decay or a
+  penalty still moves them).
 
 They are counted on the training batches as the fit saw them, in training mode (dropout, noise and augmentation
 included), while the weights move through the epoch, exactly: counts of rows and units, no sampling. Off by
-default (``diagnostics: true`` turns it on); the counting costs a few passes over each monitored layer's output
-per batch.
+default; the counting costs a few passes over each monitored layer's output per batch, the weight changes one
+copy of the parameters per epoch.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -118,3 +126,27 @@ class ActivationMonitor:
     def result(self) -> dict[str, dict[str, float]]:
         """{layer name: {"inactive": share of (row, unit) pairs, "dead_units": share of units}}."""
         return {counts.name: counts.result() for counts in self.layers}
+
+
+class WeightChanges:
+    """Each trainable layer's relative weight change over one epoch."""
+
+    def __init__(self, model):
+        self.params = model.params
+        self.start = np.empty_like(model.params)
+        self.diff = np.empty_like(model.params)
+        self.ranges = [(layer.name, model.layer_ranges[layer.name]) for layer in model.layers if layer.params]
+
+    def begin(self) -> None:
+        """Remember the weights the epoch starts from."""
+        np.copyto(self.start, self.params)
+
+    def result(self) -> dict[str, float | None]:
+        """{layer name: ||w_end - w_start|| / ||w_start||}; None for a layer whose weights started all zero."""
+        np.subtract(self.params, self.start, out=self.diff)
+        out: dict[str, float | None] = {}
+        for name, (s0, s1) in self.ranges:
+            d, w = self.diff[s0:s1], self.start[s0:s1]
+            before = math.sqrt(float(np.dot(w, w)))
+            out[name] = math.sqrt(float(np.dot(d, d))) / before if before > 0 else None
+        return out

@@ -19,7 +19,7 @@ from . import holdout
 from . import losses as losses_mod
 from .augmentation import Augmenter, active as augmentation_active
 from .config import loss_name, monitor_mode, normalize_fit_config, normalize_loss
-from .diagnostics import ActivationMonitor
+from .diagnostics import ActivationMonitor, WeightChanges
 from .errors import ConfigError, Diverged
 from .metrics import MetricAccumulator
 
@@ -314,6 +314,7 @@ class _Trainer:
         wb = None          # the batch's sample weights, with class weights
         # a checkpoint written before the key existed has no "diagnostics": off, as then
         monitor = ActivationMonitor(model) if cfg.get("diagnostics") else None
+        changes = WeightChanges(model) if monitor is not None else None
         while not self.finished and epoch < cfg["epochs"]:
             epoch += 1
             t0 = time.perf_counter()
@@ -323,6 +324,7 @@ class _Trainer:
             acc.reset()
             if monitor is not None:
                 monitor.reset()
+                changes.begin()
             loss_sum = 0.0
             norms = [0.0] * len(ranges)
             batches = 0
@@ -374,6 +376,7 @@ class _Trainer:
             row["learning_rate"] = float(opt.learning_rate)
             row["grad_norms"] = {name: norms[k] / batches for k, (name, _) in enumerate(ranges)}
             if monitor is not None:
+                row["weight_changes"] = changes.result()
                 row["activations"] = monitor.result()
             row["seconds"] = time.perf_counter() - t0
             row = {k: (v if isinstance(v, (int, dict)) else float(v)) for k, v in row.items()}

@@ -44,7 +44,7 @@ T = TypeVar("T")
 SERVICE_KEYS = frozenset({"checkpoint_every", "model_id", "dataset_id", "validation_dataset_id", "continue_from",
                           "name"})
 #: History keys that are not metrics of the trained model.
-NON_METRIC_KEYS = frozenset({"epoch", "grad_norms", "activations", "seconds", "learning_rate"})
+NON_METRIC_KEYS = frozenset({"epoch", "grad_norms", "weight_changes", "activations", "seconds", "learning_rate"})
 #: Checkpoints kept per job while it runs (plus the best one).
 KEEP_LAST_CHECKPOINTS = 3
 #: How often the monitor thread looks for a cancel request (the contract: within one second).

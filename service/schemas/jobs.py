@@ -66,11 +66,12 @@ class JobCreate(BaseModel):
         "Classification datasets with one label per row, crossentropy losses.")
     diagnostics: bool | None = Field(
         default=None,
-        description="Count, every epoch, how much of each hidden relu, sigmoid or tanh layer passes (almost) no "
-        "gradient: each history row then has `activations`: {layer: {inactive, dead_units}}, `inactive` the share "
-        "of the epoch's (training row, unit) pairs where the unit's output was 0 (relu) or within 0.01 of a bound "
-        "of its range (sigmoid, tanh), `dead_units` the share of units inactive on every training row. Off by "
-        "default.")
+        description="Measure, every epoch, where the network stops learning. Each history row then has "
+        "`weight_changes`: {layer: ||w_end - w_start|| / ||w_start|| over the epoch} (vanishing gradients leave "
+        "the lower layers' weights nearly unchanged), and `activations`: {layer: {inactive, dead_units}} for each "
+        "hidden relu, sigmoid or tanh layer: `inactive` the share of the epoch's (training row, unit) pairs where "
+        "the unit's output was 0 (relu) or within 0.01 of a bound of its range (sigmoid, tanh), `dead_units` the "
+        "share of units inactive on every training row. Off by default.")
     checkpoint_every: int | None = Field(default=None, ge=0, description="Checkpoint every N epochs (0: never).")
 
 

@@ -28,10 +28,12 @@ def test_a_job_with_diagnostics_reports_them_every_epoch(client, auth, session_f
     X = np.array([[float(f"{a:.4f}"), float(f"{b:.4f}")] for a, b, _ in ROWS], np.float32)
     y = np.array([ds["classes"].index(label) for _, _, label in ROWS])
     expected = engine.build(NET, seed=FIT["seed"]).fit(X, y, diagnostics=True, **FIT)
-    assert [row["activations"] for row in done["history"]] == [row["activations"] for row in expected]
+    for key in ("activations", "weight_changes"):
+        assert [row[key] for row in done["history"]] == [row[key] for row in expected]
     assert set(done["history"][-1]["activations"]) == {"dense", "dense_1"}
     versions = client.get(f"/v1/models/{m['id']}/versions", headers=auth).json()["items"]
-    assert "activations" not in versions[-1]["metrics"] and "accuracy" in versions[-1]["metrics"]
+    assert not {"activations", "weight_changes"} & set(versions[-1]["metrics"])
+    assert "accuracy" in versions[-1]["metrics"]
 
 
 def test_off_unless_asked(client, auth, session_factory):
@@ -40,7 +42,7 @@ def test_off_unless_asked(client, auth, session_factory):
     assert job["config"]["diagnostics"] is False
     run_job_in_process(session_factory, job["id"])
     done = client.get(f"/v1/jobs/{job['id']}", headers=auth).json()
-    assert all("activations" not in row for row in done["history"])
+    assert all("activations" not in row and "weight_changes" not in row for row in done["history"])
 
 
 def test_a_value_that_is_not_a_boolean_is_a_422_naming_it(client, auth):

@@ -190,6 +190,9 @@ def test_train_with_diagnostics_prints_the_hidden_layers(live, tmp_path):
     assert list(last) == ["dense"]            # the tanh layer; the output layer is not watched
     assert line == (f"hidden layers (last epoch): dense {last['dense']['inactive']:.0%} inactive, "
                     f"{last['dense']['dead_units']:.0%} dead units")
+    changes = job["history"][-1]["weight_changes"]
+    assert (f"weight change (last epoch): dense {changes['dense']:.2g}, dense_1 {changes['dense_1']:.2g}"
+            in out.stdout.splitlines())
 
 
 def test_a_sweep_from_the_command_line(live, tmp_path):

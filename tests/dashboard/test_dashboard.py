@@ -165,6 +165,10 @@ def test_finished_job_shows_its_curves(browser, live, world, screenshot_dir) -> 
     assert points(browser, "acts") == EPOCHS
     labels = browser.execute_script("return window.__dashboard.charts.acts.plot.series.slice(1).map(s => s.label)")
     assert labels == ["dense inactive", "dense dead units", "dense_1 inactive", "dense_1 dead units"]
+    assert points(browser, "changes") == EPOCHS
+    changes = browser.execute_script("return window.__dashboard.charts.changes.plot.data")
+    assert changes[3] == pytest.approx([r["weight_changes"]["dense_2"] for r in job["history"]])
+    assert browser.execute_script("return window.__dashboard.charts.changes.plot.scales.y.distr") == 3  # log scale
     acts = browser.execute_script("return window.__dashboard.charts.acts.plot.data")
     assert acts[1] == pytest.approx([r["activations"]["dense"]["inactive"] for r in job["history"]])
     assert acts[4] == pytest.approx([r["activations"]["dense_1"]["dead_units"] for r in job["history"]])
@@ -196,6 +200,7 @@ def test_failed_job_shows_its_error(browser, live, world, screenshot_dir) -> Non
     assert browser.execute_script("return document.getElementById('chart-loss').dataset.series") == "1"
     assert "No metrics" in browser.execute_script("return document.getElementById('chart-metrics').textContent")
     assert browser.execute_script("return document.getElementById('chart-acts-box').hidden")   # no diagnostics
+    assert browser.execute_script("return document.getElementById('chart-changes-box').hidden")
     # Exploding gradients on the log scale: 1e2 .. 1e6 all drawn.
     assert browser.execute_script("return window.__dashboard.charts.grads.plot.data[1]") == [1e2, 1e4, 1e6]
 

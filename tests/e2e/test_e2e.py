@@ -198,9 +198,9 @@ def test_class_weights_by_label_reach_the_worker_and_a_continued_job(svc):
 
 
 def test_diagnostics_reach_the_worker_and_a_continued_job(svc):
-    """diagnostics: true on real workers: every history row carries the relu layer's activation figures, the first
-    epoch's are an in-process fit's, a continued job reports what one longer job does, and the version's metrics
-    leave them out."""
+    """diagnostics: true on real workers: every history row carries the relu layer's activation figures and each
+    layer's weight change, the first epoch's activations are an in-process fit's, a continued job reports what
+    one longer job does, and the version's metrics leave them out."""
     model_id = create_model(svc)
     job = wait_job(svc, start_job(svc, model_id, epochs=3, diagnostics=True))
     assert job["status"] == "succeeded", (job["error"], svc.log_tail())
@@ -216,9 +216,11 @@ def test_diagnostics_reach_the_worker_and_a_continued_job(svc):
     continued = wait_job(svc, r.json()["id"])
     longer = wait_job(svc, start_job(svc, model_id, epochs=5, diagnostics=True))
     assert continued["status"] == longer["status"] == "succeeded", (continued["error"], svc.log_tail())
-    assert [row["activations"] for row in continued["history"]] == [row["activations"] for row in longer["history"]]
+    for key in ("activations", "weight_changes"):
+        assert [row[key] for row in continued["history"]] == [row[key] for row in longer["history"]]
+    assert set(job["history"][-1]["weight_changes"]) == {"dense", "dense_1"}
     versions = svc.client.get(f"/v1/models/{model_id}/versions").json()["items"]
-    assert all("activations" not in v["metrics"] for v in versions)
+    assert all(not {"activations", "weight_changes"} & set(v["metrics"]) for v in versions)
 
 
 def test_killed_worker_job_is_requeued_and_resumes_bit_identical(svc):

@@ -1,4 +1,5 @@
-"""Activation diagnostics (``diagnostics: true``): inactive shares and dead units of the hidden layers."""
+"""Training diagnostics (``diagnostics: true``): each layer's weight change over the epoch, and the inactive
+shares and dead units of the hidden layers."""
 from __future__ import annotations
 
 import numpy as np
@@ -93,10 +94,11 @@ def test_off_by_default_and_it_changes_nothing_it_measures():
     on, off = engine.build(spec, seed=6), engine.build(spec, seed=6)
     h_on = on.fit(X, Y, **cfg)
     h_off = off.fit(X, Y, **{k: v for k, v in cfg.items() if k != "diagnostics"})
-    assert all("activations" not in row for row in h_off)
+    added = {"activations", "weight_changes"}
+    assert all(not added & set(row) for row in h_off) and all(added <= set(row) for row in h_on)
     assert off.fit_config["diagnostics"] is False
     assert same_weights(on, off)
-    assert strip_seconds([{k: v for k, v in r.items() if k != "activations"} for r in h_on]) == strip_seconds(h_off)
+    assert strip_seconds([{k: v for k, v in r.items() if k not in added} for r in h_on]) == strip_seconds(h_off)
 
 
 def test_a_network_with_nothing_to_watch_reports_an_empty_dict():
@@ -115,6 +117,54 @@ def test_resume_reports_the_same_figures():
     assert strip_seconds(resumed_history) == strip_seconds(history)
     assert all("activations" in row for row in resumed_history)
     assert same_weights(full, resumed)
+
+
+def test_weight_changes_are_each_layers_relative_change_over_the_epoch():
+    model = engine.build(NET, seed=8)
+    start = [model.get_weights()]
+
+    def record(event):
+        start.append(model.get_weights())
+
+    history = model.fit(X, Y, callbacks=[record], **FIT)
+    # get_weights order: each dense layer's kernel and bias (no batch normalization here)
+    dense = [layer.name for layer in model.layers if layer.params]
+    for row, before, after in zip(history, start, start[1:]):
+        assert list(row["weight_changes"]) == dense
+        for k, name in enumerate(dense):
+            w0 = np.concatenate([before[2 * k].ravel(), before[2 * k + 1].ravel()]).astype(np.float64)
+            w1 = np.concatenate([after[2 * k].ravel(), after[2 * k + 1].ravel()]).astype(np.float64)
+            assert row["weight_changes"][name] == pytest.approx(np.linalg.norm(w1 - w0) / np.linalg.norm(w0),
+                                                                rel=1e-5)
+
+
+def test_a_layer_that_starts_at_zero_has_no_ratio_in_its_first_epoch():
+    spec = {"input_shape": [6], "layers": [
+        {"type": "dense", "units": 4, "activation": "tanh"},
+        {"type": "dense", "units": 2, "activation": "softmax", "kernel_initializer": "zeros"}]}
+    history = engine.build(spec, seed=1).fit(X, Y, **{**FIT, "epochs": 2})
+    assert history[0]["weight_changes"]["dense_1"] is None
+    assert history[1]["weight_changes"]["dense_1"] > 0 and history[0]["weight_changes"]["dense"] > 0
+
+
+def test_vanishing_gradients_leave_the_lower_layers_unchanged():
+    """The course's picture, measured: eight sigmoid layers with small initial weights train only their top
+    layers (the first layer's weights move a billionth of their norm in an epoch), eight relu layers with He
+    initialization move every layer."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    changes = {}
+    for act, init in (("sigmoid", "random_normal"), ("relu", "he_normal")):
+        layers = [{"type": "dense", "units": 32, "activation": act, "kernel_initializer": init} for _ in range(8)]
+        spec = {"input_shape": [64], "layers": layers + [{"type": "dense", "units": 10, "activation": "softmax"}]}
+        row = engine.build(spec, seed=1).fit(
+            digits.data, digits.target, loss="sparse_categorical_crossentropy", epochs=3, batch_size=32, seed=1,
+            optimizer={"type": "sgd", "learning_rate": 0.1}, diagnostics=True)[-1]
+        changes[act] = row["weight_changes"]
+    assert changes["sigmoid"]["dense"] < 1e-6 * changes["sigmoid"]["dense_7"]
+    assert all(changes["sigmoid"][f"dense_{k}"] < changes["sigmoid"][f"dense_{k + 1}"] for k in range(1, 7))
+    assert changes["relu"]["dense"] > 0.1 * changes["relu"]["dense_7"]
 
 
 @pytest.mark.parametrize("value", ["yes", 1, None])

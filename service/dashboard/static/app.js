@@ -7,7 +7,8 @@ import { readEventStream, StreamError } from "./sse.js";
 const $ = (id) => document.getElementById(id);
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 const POLL_MS = 2000;
-const RESERVED = new Set(["epoch", "loss", "val_loss", "learning_rate", "grad_norms", "activations", "seconds"]);
+const RESERVED = new Set(["epoch", "loss", "val_loss", "learning_rate", "grad_norms", "weight_changes", "activations",
+  "seconds"]);
 
 const state = {
   jobs: [],
@@ -321,6 +322,7 @@ function charts() {
     c.grads = new LineChart($("chart-grads"), { log: true, yLabel: "‖∇W‖" });
     c.lr = new LineChart($("chart-lr"));
     c.acts = new LineChart($("chart-acts"), { yLabel: "share" });
+    c.changes = new LineChart($("chart-changes"), { log: true, yLabel: "‖Δw‖ / ‖w‖" });
   }
   return c;
 }
@@ -367,7 +369,15 @@ function drawCharts(job) {
   c.grads.update(rows, grads, epochs);
   c.lr.update(rows, [{ label: "learning_rate", color: color(3), get: (r) => r.learning_rate }], epochs);
 
-  // a job with diagnostics: each hidden layer's inactive share (solid) and dead units (dashed)
+  // a job with diagnostics: each layer's relative weight change, each hidden layer's inactive share (solid) and
+  // dead units (dashed)
+  const changed = layerNames(rows, "weight_changes");
+  $("chart-changes-box").hidden = changed.length === 0;
+  if (changed.length) {
+    c.changes.update(rows, changed.map((name, i) => ({
+      label: name, color: color(i), get: (r) => (r.weight_changes ? r.weight_changes[name] : null),
+    })), epochs);
+  }
   const watched = layerNames(rows, "activations");
   $("chart-acts-box").hidden = watched.length === 0;
   const acts = [];
