@@ -162,6 +162,19 @@ def test_class_weights_by_label(live):
         assert err.value.status == 422 and err.value.errors[0]["loc"] == ["body", "class_weight", "maybe"]
 
 
+def test_diagnostics_with_the_client(live):
+    with Client(live.url, live.key) as bp:
+        ds = bp.upload_csv(io.BytesIO(XOR.encode()), target="y", name="diagnostics")
+        model = bp.create_model(MLP, name="diagnostics-net")
+        job = bp.create_job(model["id"], ds["id"], loss="categorical_crossentropy", epochs=2, diagnostics=True)
+        assert job["config"]["diagnostics"] is True
+        done = bp.wait(job["id"], timeout=30)
+        assert done["status"] == "succeeded"
+        for row in done["history"]:
+            assert list(row["weight_changes"]) == ["dense", "dense_1"] and list(row["activations"]) == ["dense"]
+            assert 0 <= row["activations"]["dense"]["inactive"] <= 1 and row["weight_changes"]["dense"] > 0
+
+
 def test_a_sweep_with_the_client(live):
     with Client(live.url, live.key) as bp:
         ds = bp.upload_csv(io.BytesIO(XOR.encode()), target="y", name="sweep-data")
