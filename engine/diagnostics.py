@@ -60,8 +60,8 @@ class _LayerCounts:
             centre, half = _RANGE[self.kind]
             self.centre = np.array(centre, layer.dtype)
             self.edge = np.array(half - MONITORED[self.kind], layer.dtype)   # |a - centre| >= edge: saturated
-        self.live = np.zeros(self.units, np.bool_)     # active on some row this epoch
-        self.rows_live = np.zeros(self.units, np.bool_)
+        self.live = np.zeros(self.units, np.bool_)       # active on some row this epoch
+        self.rows_live = np.zeros(self.units, np.bool_)  # active on some row of the batch
         self.inactive = 0
         self.total = 0
         self._scratch: dict = {}
@@ -111,9 +111,6 @@ class ActivationMonitor:
 
     def __init__(self, model):
         self.layers = [_LayerCounts(layer) for layer in monitored_layers(model)]
-
-    def __bool__(self) -> bool:
-        return bool(self.layers)
 
     def reset(self) -> None:
         for counts in self.layers:
