@@ -51,3 +51,20 @@ def test_a_value_that_is_not_a_boolean_is_a_422_naming_it(client, auth):
                                                     "diagnostics": "often", **FIT})
     assert r.status_code == 422, r.text
     assert r.json()["errors"][0]["loc"] == ["body", "diagnostics"]
+
+
+def test_a_sweep_with_diagnostics_gives_them_to_every_trial(client, auth, session_factory):
+    ds, m = make_dataset(client, auth, CSV), make_model(client, auth, NET)
+    r = client.post("/v1/sweeps", headers=auth, json={
+        "model_id": m["id"], "dataset_id": ds["id"], "config": {**FIT, "diagnostics": True},
+        "grid": {"optimizer.learning_rate": [0.01, 0.05]}, "objective": "val_loss"})
+    assert r.status_code == 202, r.text
+    trials = r.json()["trials"]
+    assert len(trials) == 2
+    for trial in trials:
+        run_job_in_process(session_factory, trial["job_id"])
+        job = client.get(f"/v1/jobs/{trial['job_id']}", headers=auth).json()
+        assert job["status"] == "succeeded" and job["config"]["diagnostics"] is True
+        assert all(set(row["activations"]) == {"dense", "dense_1"} for row in job["history"])
+    sweep = client.get(f"/v1/sweeps/{r.json()['id']}", headers=auth).json()
+    assert sweep["best"]["objective"] is not None
