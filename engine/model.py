@@ -312,6 +312,7 @@ class Model:
         self._reg: list = []
         self._plan = None
         self._grad_bufs: dict = {}
+        self._explain_lock = threading.Lock()    # attributions run the layers' own passes, one at a time
 
     # -- weights -------------------------------------------------------------------------------
     def get_weights(self) -> list[np.ndarray]:
@@ -526,6 +527,11 @@ class Model:
         if batch_size is not None and n > batch_size:
             return np.concatenate([self.predict(h[i:i + batch_size]) for i in range(0, n, batch_size)])
         return plan.batch(h)
+
+    def attributions(self, X, target=None, baseline=None, steps: int = 64) -> dict:
+        """Integrated gradients of output ``target`` for raw rows ``X`` from ``baseline`` (engine/attribution.py)."""
+        from .attribution import integrated_gradients
+        return integrated_gradients(self, X, target, baseline, steps)
 
     def _infer(self, X: np.ndarray) -> np.ndarray:
         """Exact layer-by-layer inference on already standardized input, chunked."""

@@ -81,3 +81,40 @@ class EvaluateOut(BaseModel):
     confusion: Confusion | None = Field(
         default=None, description="Classification and multilabel: how the predictions (decided as predict decides "
         "them) meet the true labels, with per-label precision, recall and f1. Regression: null.")
+
+
+class ExplainIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: list[list[Any] | dict[str, Any]] = Field(
+        description="Rows to explain, as predict takes them: lists in the dataset's feature order or objects keyed "
+        "by feature name.", examples=[[[6.7, 3.0, 5.2, 2.3]]])
+    version: int | None = Field(default=None, ge=1, le=2**31 - 1,
+                                description="Defaults to the model's serving version, else the latest.")
+    target: Label | None = Field(
+        default=None,
+        description="The output to explain. Classification: a class (default: each row's predicted class); "
+        "multilabel: a label (default: each row's most probable one); regression: a target column (default: the "
+        "only one).")
+    baseline: list[Any] | dict[str, Any] | None = Field(
+        default=None,
+        description="The row the attributions start from, as one input row (default: the training rows' mean "
+        "when the model standardizes, else zeros).")
+    steps: int = Field(default=64, ge=1, le=1024,
+                       description="Points of the integral's midpoint rule (more: attributions closer to "
+                       "adding up to output - baseline_output).")
+
+
+class ExplainOut(BaseModel):
+    model_id: str
+    version: int
+    task: Task
+    feature_names: list[str]
+    baseline: list[float] = Field(description="The baseline row, in raw units and feature order.")
+    targets: list[Label] = Field(description="Per row, the output explained (a class, a label or a target column).")
+    outputs: list[float] = Field(description="Per row, that output: a probability, or the regression value.")
+    baseline_outputs: list[float] = Field(description="Per row, the same output at the baseline.")
+    attributions: list[list[float]] = Field(
+        description="Per row, each feature's integrated gradient, in feature_names order: how much of output - "
+        "baseline_output it carries (they add up to it, to the integral's error).")
+    steps: int

@@ -12,8 +12,8 @@ from service.api.json_body import request_body_doc, with_json_body
 from service.api.npy_body import is_npy, read_npy
 from service.api.npy_body import request_body_doc as with_npy_doc
 from service.errors import Invalid, problem_responses
-from service.schemas.predictions import EvaluateIn, EvaluateOut, PredictIn, PredictOut
-from service.services import evaluation
+from service.schemas.predictions import EvaluateIn, EvaluateOut, ExplainIn, ExplainOut, PredictIn, PredictOut
+from service.services import evaluation, explanations
 from service.services import predictions as service
 from service.services.predictions import Rows
 
@@ -82,3 +82,10 @@ async def _predict_rows(request: Request, model_id: str, owner: str, inputs: Row
 def evaluate(model_id: str, body: EvaluateIn, session: SessionDep, owner: OwnerDep) -> EvaluateOut:
     """The loss and metrics of a trained version on a stored dataset (rows held out of training, say)."""
     return EvaluateOut(**evaluation.evaluate(session, owner, model_id, body))
+
+
+@router.post("/{model_id}/explain", response_model=ExplainOut, responses=problem_responses(401, 404, 409, 422))
+def explain(model_id: str, body: ExplainIn, session: SessionDep, owner: OwnerDep) -> ExplainOut:
+    """Each feature's integrated gradient for one output of each row: how much of the output's departure from
+    its value at a baseline row (the training mean by default) the feature carries; they add up to it."""
+    return ExplainOut(**explanations.explain(session, owner, model_id, body))

@@ -1,0 +1,97 @@
+"""Explain predictions: each feature's integrated gradient (engine/attribution.py) for one output of a version.
+
+The rows and the baseline are read as predict reads rows. The output is named in the version's terms: a class or
+label by value (as class weights match labels), a target column by name. A binary classifier with one sigmoid
+output explains P(class) for the class asked: the attributions of P(classes[0]) = 1 - P(classes[1]) are those of
+P(classes[1]) with the sign turned. The work runs on a fresh copy of the version (the cached copy serves
+concurrent predictions), bounded by MAX_POINTS path points per request.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from service.errors import Invalid
+from service.services import dataset_matching as matching
+from service.services import engine_port
+from service.services import models as models_service
+from service.services.predictions import to_matrix
+
+#: rows x steps per request: each point is one row through the network forward and backward.
+MAX_POINTS = 262_144
+
+
+def explain(session: Session, owner_id: str, model_id: str, body: Any) -> dict[str, Any]:
+    model, version = models_service.get_version(session, owner_id, model_id, body.version, with_data=True)
+    shape = tuple(int(d) for d in model.input_shape)
+    width = math.prod(shape)
+    names = list(version.feature_names)
+    X = to_matrix(body.inputs, names, width, shape)
+    if X.shape[0] * body.steps > MAX_POINTS:
+        raise Invalid(f"{X.shape[0]} rows x {body.steps} steps is over {MAX_POINTS:,} path points per request: "
+                      "send fewer rows or fewer steps", loc=["body", "steps"])
+    baseline = None
+    if body.baseline is not None:
+        try:
+            baseline = to_matrix([body.baseline], names, width, shape)[0]
+        except Invalid as exc:
+            why = exc.detail.removeprefix("row 1").lstrip(": ")      # the message names the one row it read
+            raise Invalid(f"baseline: {why}", loc=["body", "baseline"]) from None
+    net = engine_port.from_bytes(version.data)
+    units = int(net.output_units)
+    target, sign, labels = _target(version, units, body.target, net, X)
+    result = net.attributions(X.reshape((X.shape[0], *shape)), target=target, baseline=baseline, steps=body.steps)
+    outputs, base_out, attributions = result["outputs"], result["baseline_outputs"], result["attributions"]
+    if sign is not None:        # one sigmoid output: rows explaining classes[0] explain 1 - p
+        outputs = np.where(sign < 0, 1.0 - outputs, outputs)
+        base_out = np.where(sign < 0, 1.0 - base_out, base_out)
+        attributions = attributions * sign[:, None]
+    chosen = result["target"] if labels is None else None
+    return {
+        "model_id": model.id, "version": version.version, "task": version.task, "feature_names": names,
+        "baseline": [float(v) for v in result["baseline"]],
+        "targets": labels if labels is not None else [_output_name(version, int(k)) for k in chosen],
+        "outputs": [float(v) for v in outputs], "baseline_outputs": [float(v) for v in base_out],
+        "attributions": attributions.tolist(), "steps": body.steps,
+    }
+
+
+def _output_name(version: Any, k: int) -> Any:
+    if version.task == "regression":
+        return version.target_names[k]
+    return version.classes[k]
+
+
+def _target(version: Any, units: int, asked: Any, net: Any, X: np.ndarray):
+    """(output index or None for each row's largest, sign per row or None, labels per row or None)."""
+    loc = ["body", "target"]
+    if version.task == "regression":
+        columns = list(version.target_names)
+        if asked is None:
+            if len(columns) > 1:
+                raise Invalid(f"target: the model predicts {len(columns)} columns; name one of "
+                              f"{', '.join(map(repr, columns))}", loc=loc)
+            return 0, None, None
+        if str(asked) not in columns:
+            raise Invalid(f"target {asked!r} is not one of the model's target columns "
+                          f"({', '.join(map(repr, columns))})", loc=loc)
+        return columns.index(str(asked)), None, None
+    classes = list(version.classes or [])
+    index = None
+    if asked is not None:
+        index = matching.label_index(classes, str(asked))
+        if index is None:
+            raise Invalid(f"target {asked!r} is not one of the model's classes ({', '.join(map(repr, classes))})",
+                          loc=loc)
+    if version.task == "classification" and units == 1:     # binary: one sigmoid output, P(classes[1])
+        if index is None:
+            picked = (np.asarray(net.predict(X.reshape((X.shape[0], *net.input_shape)))).reshape(-1) >= 0.5)
+            index_per_row = picked.astype(np.int64)
+        else:
+            index_per_row = np.full(X.shape[0], index)
+        sign = np.where(index_per_row == 1, 1.0, -1.0)
+        return 0, sign, [classes[int(k)] for k in index_per_row]
+    return index, None, None
