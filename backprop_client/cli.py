@@ -13,6 +13,7 @@
     backprop sweep --model ID --dataset ID --grid JSON [train's options] [--objective O] [--folds K] [--wait]
     backprop sweeps list [--model ID] | sweeps show ID | sweeps cancel ID | sweeps refit ID | sweeps delete ID
     backprop predict MODEL_ID (--input ROWS.json | --csv FILE | --npy ROWS.npy)
+    backprop explain MODEL_ID (--input ROWS.json | --csv FILE) [--target LABEL] [--steps N] [--version N]
     backprop evaluate MODEL_ID (--dataset DATASET_ID | --rows validation|training) [--version N] [--metric M ...]
     backprop export MODEL_ID --format npz|keras|onnx -o FILE
 
@@ -41,7 +42,7 @@ import httpx
 from backprop_client.client import ApiError, Client
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-COMMANDS = ("datasets", "models", "train", "jobs", "sweep", "sweeps", "predict", "evaluate", "export")
+COMMANDS = ("datasets", "models", "train", "jobs", "sweep", "sweeps", "predict", "explain", "evaluate", "export")
 #: History keys that are not shown as metrics on the progress line.
 _NOT_METRICS = ("epoch", "grad_norms", "weight_changes", "activations", "seconds", "learning_rate")
 
@@ -697,6 +698,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    rows = _read_rows(args)
+    with connect(args) as bp:
+        out = bp.explain(args.model_id, rows, target=_number(args.target) if args.target is not None else None,
+                         steps=args.steps, version=args.version)
+    if _json(args):
+        _print_json(out)
+        return 0
+    names = out["feature_names"]
+    table([(i, _fmt(t), _fmt(o), _fmt(b), *(_fmt(a) for a in attrs))
+           for i, (t, o, b, attrs) in enumerate(zip(out["targets"], out["outputs"], out["baseline_outputs"],
+                                                    out["attributions"]))],
+          ("ROW", "TARGET", "OUTPUT", "BASELINE", *names))
+    print(f"model {out['model_id']} version {out['version']}: integrated gradients over {out['steps']} steps from "
+          f"the baseline row [{', '.join(_fmt(v) for v in out['baseline'])}]; each row's attributions add up to "
+          "OUTPUT - BASELINE",
+          file=sys.stderr)
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     ext = {"keras": "json", "onnx": "onnx"}.get(args.format, "npz")
     out = args.output or f"model-{args.model_id}.{ext}"
@@ -880,6 +901,18 @@ def add_client_commands(subparsers: Any) -> None:
     pr.add_argument("--drop", help="CSV columns to leave out (e.g. the target), comma-separated")
     pr.add_argument("--version", type=int, help="default: the latest")
     pr.set_defaults(func=_guard(cmd_predict))
+
+    xp = subparsers.add_parser("explain", parents=[conn],
+                               help="each feature's share of a prediction (integrated gradients)")
+    xp.add_argument("model_id")
+    xsrc = xp.add_mutually_exclusive_group(required=True)
+    xsrc.add_argument("--input", metavar="ROWS.json", help="a JSON list of rows (lists or objects by feature)")
+    xsrc.add_argument("--csv", metavar="FILE", help="a CSV with a header row naming the features")
+    xp.add_argument("--drop", help="CSV columns to leave out (e.g. the target), comma-separated")
+    xp.add_argument("--target", help="the class, label or target column to explain (default: the prediction)")
+    xp.add_argument("--steps", type=int, help="points of the integral (default 64)")
+    xp.add_argument("--version", type=int, help="default: the latest")
+    xp.set_defaults(func=_guard(cmd_explain))
 
     ev = subparsers.add_parser("evaluate", parents=[conn], help="loss and metrics of a model on a dataset")
     ev.add_argument("model_id")

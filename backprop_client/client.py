@@ -16,6 +16,7 @@ from backprop_client.types import (
     Dataset,
     Evaluation,
     Event,
+    Explanation,
     FINAL_STATUSES,
     Job,
     Model,
@@ -564,6 +565,20 @@ class Client:
         if metrics is not None:
             body["metrics"] = list(metrics)
         return cast(Evaluation, self._json("POST", f"/v1/models/{model_id}/evaluate", json=body))
+
+    def explain(
+        self, model_id: str, inputs: Sequence[Any], *, target: Any = None, baseline: Any = None,
+        steps: int | None = None, version: int | None = None,
+    ) -> Explanation:
+        """Each feature's integrated gradient for one output of each row (``target``: a class, a label or a
+        target column; default: the predicted class, or the only column), from ``baseline`` (one row as
+        predict takes rows; default: the training rows' mean). The attributions of a row add up to its
+        ``outputs`` minus its ``baseline_outputs``, to within the integral's error (more ``steps``: closer)."""
+        body: dict[str, Any] = {"inputs": [r.tolist() if hasattr(r, "tolist") else r for r in inputs]}
+        for key, value in (("target", target), ("baseline", baseline), ("steps", steps), ("version", version)):
+            if value is not None:
+                body[key] = value.tolist() if hasattr(value, "tolist") else value
+        return cast(Explanation, self._json("POST", f"/v1/models/{model_id}/explain", json=body))
 
     def export(
         self,

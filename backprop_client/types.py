@@ -204,6 +204,21 @@ class Evaluation(TypedDict):
     confusion: Confusion | None
 
 
+class Explanation(TypedDict):
+    """Integrated gradients: per row, each feature's share of ``outputs - baseline_outputs``."""
+
+    model_id: str
+    version: int
+    task: Task
+    feature_names: list[str]
+    baseline: list[float]
+    targets: list[Label]
+    outputs: list[float]
+    baseline_outputs: list[float]
+    attributions: list[list[float]]
+    steps: int
+
+
 class StatusData(TypedDict):
     id: str
     status: JobStatus

@@ -7,8 +7,9 @@ attribution of feature i is
 
 (Sundararajan, Taly and Yan, 2017). The attributions add up to F(x) - F(x') (completeness), so each says how
 much of the prediction's departure from the baseline's that feature carries. The integral is the midpoint rule
-over ``steps`` points; its error falls as steps grow (as 1/steps² where F is smooth along the path). The gradients are the model's own backward pass in inference
-mode (moving batch-norm statistics, no dropout or noise), so they are what ``predict`` computes, differentiated.
+over ``steps`` points; its error falls as steps grow (as 1/steps² where F is smooth along the path; ReLU's kinks
+make it slower). The gradients are the model's own backward pass in inference mode (moving batch-norm
+statistics, no dropout or noise), so they are what ``predict`` computes, differentiated.
 
 The straight path in raw units is a straight path in standardized units too (standardization is affine per
 feature), and (x_i - x'_i) dF/dx_i is the same in both, so the work happens on the standardized rows.
@@ -33,8 +34,8 @@ def integrated_gradients(model, X, target=None, baseline=None, steps: int = 64) 
     all; default: the row's largest output), from ``baseline`` (one raw row; default: ``default_baseline``).
 
     Returns {"attributions": (n, features) float64 in ``X``'s flat feature order, "outputs": F(x) (n,),
-    "baseline_outputs": F(x') (n,), "target": (n,) int, "baseline": x' (raw, flat)}. Serialized per model: the layers' work arrays are
-    shared, and the parameter gradients are overwritten."""
+    "baseline_outputs": F(x') (n,), "target": (n,) int, "baseline": x' (raw, flat)}. Serialized per model: the
+    layers' work arrays are shared, and the parameter gradients are overwritten."""
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     Xs = model._standardize(X).reshape(-1, model.input_size)

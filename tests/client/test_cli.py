@@ -195,6 +195,21 @@ def test_train_with_diagnostics_prints_the_hidden_layers(live, tmp_path):
             in out.stdout.splitlines())
 
 
+def test_explain_from_the_command_line(live, tmp_path):
+    ds, model = xor_dataset_and_model(live, tmp_path)
+    run(live, "train", "--model", model["id"], "--dataset", ds["id"], "--loss", "categorical_crossentropy",
+        "--epochs", "20", "--lr", "0.05")
+    rows = tmp_path / "rows.csv"
+    rows.write_text("a,b,y\n1,0,yes\n0,0,no\n")
+    out = run(live, "explain", model["id"], "--csv", str(rows), "--drop", "y", "--target", "yes", "--steps", "16")
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == ["ROW", "TARGET", "OUTPUT", "BASELINE", "a", "b"]
+    assert [line.split()[1] for line in lines[1:3]] == ["yes", "yes"]
+    assert "integrated gradients over 16 steps" in out.stderr
+    as_json = json.loads(run(live, "explain", model["id"], "--csv", str(rows), "--drop", "y", "--json").stdout)
+    assert as_json["feature_names"] == ["a", "b"] and len(as_json["attributions"]) == 2
+
+
 def test_a_sweep_from_the_command_line(live, tmp_path):
     ds, model = xor_dataset_and_model(live, tmp_path)
     out = run(live, "sweep", "--model", model["id"], "--dataset", ds["id"], "--loss", "categorical_crossentropy",

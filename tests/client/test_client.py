@@ -175,6 +175,24 @@ def test_diagnostics_with_the_client(live):
             assert 0 <= row["activations"]["dense"]["inactive"] <= 1 and row["weight_changes"]["dense"] > 0
 
 
+def test_explain_with_the_client(live):
+    with Client(live.url, live.key) as bp:
+        ds = bp.upload_csv(io.BytesIO(XOR.encode()), target="y", name="explain")
+        model = bp.create_model(MLP, name="explain-net")
+        job = bp.create_job(model["id"], ds["id"], loss="categorical_crossentropy", epochs=30, seed=1,
+                            optimizer={"type": "adam", "learning_rate": 0.05})
+        assert bp.wait(job["id"], timeout=60)["status"] == "succeeded"
+        out = bp.explain(model["id"], np.array([[1.0, 0.0], [1.0, 1.0]]), baseline=np.array([0.0, 0.0]), steps=200)
+        assert out["baseline"] == [0.0, 0.0] and len(out["attributions"]) == 2 and out["steps"] == 200
+        for attrs, o, b in zip(out["attributions"], out["outputs"], out["baseline_outputs"]):
+            assert sum(attrs) == pytest.approx(o - b, abs=5e-3)
+        predicted = bp.predict(model["id"], [[1.0, 0.0], [1.0, 1.0]])["predictions"]
+        assert out["targets"] == predicted
+        with pytest.raises(ApiError) as err:
+            bp.explain(model["id"], [[1.0, 0.0]], target="maybe")
+        assert err.value.status == 422 and err.value.errors[0]["loc"] == ["body", "target"]
+
+
 def test_a_sweep_with_the_client(live):
     with Client(live.url, live.key) as bp:
         ds = bp.upload_csv(io.BytesIO(XOR.encode()), target="y", name="sweep-data")

@@ -34,7 +34,8 @@ def reference_counts(weights_per_batch, X, batch_size):
         a0 = np.maximum(h @ ws[0] + ws[1], 0.0)
         a1 = np.tanh(a0 @ ws[2] + ws[3])
         a2 = 1.0 / (1.0 + np.exp(-(a1 @ ws[4] + ws[5])))
-        for name, active in (("dense", a0 > 0), ("dense_1", np.abs(a1) < 0.99), ("activation", np.abs(a2 - 0.5) < 0.49)):
+        watched = (("dense", a0 > 0), ("dense_1", np.abs(a1) < 0.99), ("activation", np.abs(a2 - 0.5) < 0.49))
+        for name, active in watched:
             inactive[name] += active.size - np.count_nonzero(active)
             pairs[name] += active.size
             live[name] |= active.any(axis=0)
