@@ -242,6 +242,26 @@ def test_model_summary_versions_and_predictions(browser, live, world, screenshot
     assert header[-3:] == ["P(setosa)", "P(versicolor)", "P(virginica)"]
     browser.save_screenshot(str(screenshot_dir / "dashboard-model.png"))
 
+    # Explain: the same rows' attributions, as the API answers them
+    browser.find_element(By.ID, "explain-button").click()
+    wait_for(browser, "return !document.getElementById('explain-result').hidden", what="the attributions")
+    with httpx.Client(base_url=live.url, timeout=10) as client:
+        explained = client.post(f"/v1/models/{model['id']}/explain", headers=world["auth"],
+                                json={"inputs": inputs}).json()
+    header = browser.execute_script(
+        "return [...document.querySelectorAll('#explain-result thead th')].map(c => c.textContent)")
+    assert header == ["#", "target", "output", "baseline", "petal", "sepal"]
+    cells = browser.execute_script(
+        "return [...document.querySelectorAll('#explain-result tbody tr')].map(r => "
+        "[...r.querySelectorAll('td')].map(c => c.textContent))")
+    assert [c[1] for c in cells] == explained["targets"] == expected["predictions"]
+    for shown_row, attrs in zip(cells, explained["attributions"]):
+        assert [float(v) for v in shown_row[4:]] == pytest.approx(attrs, rel=1e-3, abs=1e-6)
+    caption = browser.execute_script("return document.getElementById('explain-caption').textContent")
+    assert caption.endswith("over 64 steps") and "from the baseline row [" in caption
+    browser.execute_script("document.getElementById('explain-result').scrollIntoView()")
+    browser.save_screenshot(str(screenshot_dir / "dashboard-explain.png"))
+
     # A bad row answers the API's problem detail in the form, not a crash.
     box.clear()
     box.send_keys("[[1, 2, 3]]")

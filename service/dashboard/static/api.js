@@ -69,6 +69,8 @@ export const evaluate = (id, target, version) =>
   api(`v1/models/${enc(id)}/evaluate`, { method: "POST", body: version ? { ...target, version } : target });
 export const predict = (id, inputs, version) =>
   api(`v1/models/${enc(id)}/predict`, { method: "POST", body: version ? { inputs, version } : { inputs } });
+export const explain = (id, inputs, version) =>
+  api(`v1/models/${enc(id)}/explain`, { method: "POST", body: version ? { inputs, version } : { inputs } });
 export const eventsUrl = (id) => `v1/jobs/${enc(id)}/events`;
 export const listSweeps = (limit = 50) => api(`v1/sweeps?limit=${limit}`);
 export const getSweep = (id) => api(`v1/sweeps/${enc(id)}`);

@@ -779,31 +779,64 @@ function featureNames(version) {
   return ds ? ds.feature_names : null;
 }
 
-async function onPredict(event) {
-  event.preventDefault();
-  const id = $("model-view").dataset.modelId;
+// the prediction form's rows (one row alone may be given bare), or null after saying why not
+function formRows() {
   $("predict-error").textContent = "";
   let inputs;
   try {
     inputs = JSON.parse($("predict-input").value);
   } catch (err) {
     $("predict-error").textContent = `Not JSON: ${err.message}`;
-    return;
+    return null;
   }
   if (!Array.isArray(inputs)) inputs = [inputs];
   if (inputs.length && !Array.isArray(inputs[0]) && typeof inputs[0] !== "object") inputs = [inputs];
+  return inputs;
+}
+
+// Predict or Explain: send the form's rows to ``call``, show the answer with ``render`` in ``resultId``
+async function runOnRows(call, render, resultId) {
+  const id = $("model-view").dataset.modelId;
+  const inputs = formRows();
+  if (inputs === null) return;
   const version = Number($("predict-version").value) || undefined;
-  $("predict-button").disabled = true;
+  const buttons = [$("predict-button"), $("explain-button")];
+  for (const b of buttons) b.disabled = true;
   try {
-    renderPrediction(inputs, await api.predict(id, inputs, version));
+    render(inputs, await call(id, inputs, version));
   } catch (err) {
     if (handleError(err)) return;
     const errors = err.problem?.errors?.map((e) => e.msg).filter((m) => m && m !== err.message) || [];
     $("predict-error").textContent = [err.message, ...errors].join("; ");
-    $("predict-result").hidden = true;
+    $(resultId).hidden = true;
   } finally {
-    $("predict-button").disabled = false;
+    for (const b of buttons) b.disabled = false;
   }
+}
+
+function onPredict(event) {
+  event.preventDefault();
+  return runOnRows(api.predict, renderPrediction, "predict-result");
+}
+
+function onExplain() {
+  return runOnRows(api.explain, renderExplanation, "explain-result");
+}
+
+function renderExplanation(inputs, out) {
+  const table = $("explain-result");
+  const head = ["#", "target", "output", "baseline", ...out.feature_names];
+  table.tHead.replaceChildren(h("tr", {}, ...head.map((c, i) => h("th", { class: i > 1 ? "num" : null }, c))));
+  table.tBodies[0].replaceChildren(
+    ...out.attributions.map((row, i) => h("tr", {}, h("td", {}, i + 1), h("td", {}, String(out.targets[i])),
+      h("td", { class: "num" }, num(out.outputs[i], 4)), h("td", { class: "num" }, num(out.baseline_outputs[i], 4)),
+      ...row.map((v) => h("td", { class: `num attribution ${v >= 0 ? "up" : "down"}` }, num(v, 4))))),
+  );
+  const base = out.baseline.map((v) => num(v, 4)).join(", ");
+  $("explain-caption").textContent = "Integrated gradients: each feature's share of output − baseline output, "
+    + `from the baseline row [${base}] over ${out.steps} steps`;
+  table.dataset.version = out.version;
+  table.hidden = false;
 }
 
 function renderPrediction(inputs, out) {
@@ -1088,6 +1121,7 @@ function init() {
   $("sweep-serve").addEventListener("click", onServeBest);
   $("sweep-refit").addEventListener("click", onRefitBest);
   $("predict-form").addEventListener("submit", onPredict);
+  $("explain-button").addEventListener("click", onExplain);
   $("evaluate-form").addEventListener("submit", onEvaluate);
   window.addEventListener("hashchange", () => route());
   if (api.getKey()) showApp();
