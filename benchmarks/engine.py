@@ -212,6 +212,32 @@ def predict_latency(net: str, X, y) -> tuple[float, float]:
     return _per_call(lambda: served.predict(one), 20000), _per_call(lambda: served.predict(many), 200)
 
 
+def explain_latency(torch, X, y, steps: int = 64) -> tuple[float, float | None]:
+    """Seconds for the integrated gradients of one row of (a) over ``steps`` points: the engine's
+    ``attributions`` on a served copy, and the same work in PyTorch (the path points' forward pass and one
+    backward of the target output's sum, autograd on the input only), softmax output in both."""
+    *_, batch, loss, _ = NETS["a"]
+    model = engine.build(engine_spec("a"), seed=1)
+    model.fit(X[:2048], y[:2048], loss=loss, optimizer="adam", epochs=1, batch_size=batch, metrics=[])
+    served = engine.from_bytes(model.to_bytes())
+    row = np.ascontiguousarray(X[:1])
+    ours = _per_call(lambda: served.attributions(row, steps=steps), 500)
+    if torch is None:
+        return ours, None
+    net = torch.nn.Sequential(torch_model(torch, "a"), torch.nn.Softmax(dim=1)).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)          # the input's gradient only, as the engine computes
+    x, base = torch.from_numpy(row), torch.zeros_like(torch.from_numpy(row))
+    alphas = ((torch.arange(steps, dtype=torch.float32) + 0.5) / steps)[:, None]
+
+    def torch_ig():
+        points = (base + alphas * (x - base)).requires_grad_(True)
+        net(points)[:, 0].sum().backward()
+        return (x - base) * points.grad.mean(dim=0)
+
+    return ours, _per_call(torch_ig, 500)
+
+
 def _per_call(fn, n: int) -> float:
     for _ in range(min(n, 200)):
         fn()
@@ -424,6 +450,11 @@ def main(argv=None) -> None:
     one, many = predict_latency("a", X, y)
     print(f"predict on (a), engine.from_bytes(model.to_bytes()).predict: 1 row {one * 1e6:6.1f} us "
           f"(target <= 15 us), 1,024 rows {many * 1e6:8.1f} us ({1024 / many:,.0f} rows/s)")
+
+    ig, ig_torch = explain_latency(torch, X, y)
+    print(f"explain on (a), integrated gradients of 1 row over 64 steps: engine {ig * 1e6:7.1f} us"
+          + (f", torch {ig_torch * 1e6:7.1f} us (autograd on the path points): {ig_torch / ig:.2f}x" if ig_torch
+             else ""))
 
     if rss is not None:
         mb = 1024 * 1024

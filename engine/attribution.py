@@ -35,7 +35,8 @@ def integrated_gradients(model, X, target=None, baseline=None, steps: int = 64) 
 
     Returns {"attributions": (n, features) float64 in ``X``'s flat feature order, "outputs": F(x) (n,),
     "baseline_outputs": F(x') (n,), "target": (n,) int, "baseline": x' (raw, flat)}. Serialized per model: the
-    layers' work arrays are shared, and the parameter gradients are overwritten."""
+    layers' work arrays are shared (batch normalization's parameter gradients are overwritten; dense layers'
+    are left alone)."""
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     Xs = model._standardize(X).reshape(-1, model.input_size)
@@ -48,9 +49,12 @@ def integrated_gradients(model, X, target=None, baseline=None, steps: int = 64) 
         fused = [layer.fused for layer in model.layers]
         for layer in model.layers:
             layer.fused = False           # differentiate the output activation itself, not a loss through it
+            layer.param_grads = False     # dF/dx only: a dense layer skips its kernel's product
         try:
-            out_x = model._forward(Xs, False).reshape(n, -1).astype(np.float64)
-            out_b = model._forward(base_s[None, :], False).reshape(1, -1).astype(np.float64)
+            # the rows and the baseline in one forward pass
+            ends = np.concatenate([Xs, base_s[None, :]]).reshape((n + 1,) + model.input_shape)
+            out = model._forward(ends, False).reshape(n + 1, -1).astype(np.float64)
+            out_x, out_b = out[:n], out[n:]
             units = out_x.shape[1]
             if target is None:
                 tgt = np.argmax(out_x, axis=1)
@@ -62,6 +66,7 @@ def integrated_gradients(model, X, target=None, baseline=None, steps: int = 64) 
         finally:
             for layer, f in zip(model.layers, fused):
                 layer.fused = f
+                layer.param_grads = True
     rows = np.arange(n)
     return {"attributions": (Xs.astype(np.float64) - base_s.astype(np.float64)) * mean_grad,
             "outputs": out_x[rows, tgt], "baseline_outputs": out_b[0, tgt], "target": tgt, "baseline": base}
@@ -74,6 +79,7 @@ def _path_gradients(model, Xs, base_s, tgt, steps: int, units: int) -> np.ndarra
     rows_per_pass = max(1, POINTS_PER_PASS // steps)
     total = np.zeros((n, f))
     delta = (Xs - base_s).astype(model.dtype)
+    weights = np.full((1, steps), 1.0 / steps, model.dtype)    # the mean over a row's points, as a product
     for i in range(0, n, rows_per_pass):
         j = min(i + rows_per_pass, n)
         m = j - i
@@ -85,5 +91,5 @@ def _path_gradients(model, Xs, base_s, tgt, steps: int, units: int) -> np.ndarra
         g[np.arange(m * steps), np.repeat(tgt[i:j], steps)] = 1.0
         for layer in reversed(model.layers):
             g = layer.backward(g, True)
-        total[i:j] = g.reshape(m, steps, f).astype(np.float64).mean(axis=1)
+        total[i:j] = np.matmul(weights, g.reshape(m, steps, f))[:, 0, :]
     return total

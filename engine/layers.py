@@ -22,6 +22,7 @@ class Layer:
         self.grads: dict[str, np.ndarray] = {}      # views into the flat gradient buffer
         self.buffers: dict[str, np.ndarray] = {}    # non-trainable state (BN moving statistics)
         self.fused = False    # the loss hands back dL/dz of this layer's output activation
+        self.param_grads = True   # backward fills the parameter gradients (attributions need only dL/dx)
         self._work: dict = {}
 
     # -- construction ------------------------------------------------------------------------
@@ -119,10 +120,11 @@ class Dense(Layer):
                 g = self.activation.backward(self.z, self.a, g)
         x = self.x
         n = x.shape[0]
-        np.matmul(x.T, g, out=self.grads["kernel"])
-        if self.use_bias:
-            ones = self._ones(n)
-            np.matmul(ones, g, out=self.grads["bias"])    # Σ over the batch as a matmul
+        if self.param_grads:
+            np.matmul(x.T, g, out=self.grads["kernel"])
+            if self.use_bias:
+                ones = self._ones(n)
+                np.matmul(ones, g, out=self.grads["bias"])    # Σ over the batch as a matmul
         if not need_dx:
             return None
         dx = self._buf("dx", x.shape)
