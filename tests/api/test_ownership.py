@@ -7,6 +7,7 @@ XOR = "a,b,y\n" + "\n".join(f"{i % 2},{(i // 2) % 2},{(i % 2) ^ ((i // 2) % 2)}"
 
 BODIES = {
     ("post", "/v1/models/{model_id}/predict"): {"inputs": [[0, 1]]},
+    ("post", "/v1/models/{model_id}/explain"): {"inputs": [[0, 1]]},
     ("post", "/v1/jobs/{job_id}/cancel"): None,
     ("post", "/v1/models/{model_id}/evaluate"): {"dataset_id": "filled in below"},
     ("patch", "/v1/models/{model_id}"): {"serving_version": 1},
