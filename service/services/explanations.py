@@ -14,18 +14,20 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
+from service.config import Settings
 from service.errors import Invalid
 from service.services import dataset_matching as matching
 from service.services import engine_port
 from service.services import models as models_service
-from service.services.predictions import to_matrix
+from service.services.predictions import check_rows, to_matrix
 
 #: rows x steps per request: each point is one row through the network forward and backward.
 MAX_POINTS = 262_144
 
 
-def explain(session: Session, owner_id: str, model_id: str, body: Any) -> dict[str, Any]:
+def explain(session: Session, settings: Settings, owner_id: str, model_id: str, body: Any) -> dict[str, Any]:
     model, version = models_service.get_version(session, owner_id, model_id, body.version, with_data=True)
+    check_rows(settings, body.inputs)          # 413 past max_predict_rows, as predict
     shape = tuple(int(d) for d in model.input_shape)
     width = math.prod(shape)
     names = list(version.feature_names)

@@ -122,7 +122,7 @@ def to_matrix(inputs: Rows, feature_names: list[str], width: int, shape: tuple[i
     return arr
 
 
-def _check_rows(settings: Settings, inputs: Rows) -> None:
+def check_rows(settings: Settings, inputs: Rows) -> None:
     if len(inputs) > settings.max_predict_rows:
         raise PayloadTooLarge(
             f"{len(inputs)} rows is over the limit of max_predict_rows={settings.max_predict_rows} per request"
@@ -150,7 +150,7 @@ def predict(
     version: int | None,
 ) -> dict[str, Any]:
     model, row = models_service.get_version(session, owner_id, model_id, version)
-    _check_rows(settings, inputs)
+    check_rows(settings, inputs)
     shape = tuple(int(d) for d in model.input_shape)
     width = math.prod(shape)
     to_matrix(inputs, list(row.feature_names), width, shape)  # 422 before loading anything
@@ -198,7 +198,7 @@ def cached_version(
 
 
 def run_cached(settings: Settings, served: Served, model_id: str, version: int, inputs: Rows) -> dict[str, Any]:
-    _check_rows(settings, inputs)
+    check_rows(settings, inputs)
     return _run(served, model_id, version, inputs)
 
 

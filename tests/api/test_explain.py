@@ -108,3 +108,4 @@ def test_refusals_name_the_field(client, auth, session_factory):
     assert explain(client, auth, m["id"], inputs=[[1.0, 2.0]], baseline={"signal": 1.0}).json()["detail"] == \
         "baseline: missing feature(s) 'noise'"
     assert explain(client, auth, "no-such-model", inputs=[[1.0, 2.0]]).status_code == 404
+    assert explain(client, auth, m["id"], inputs=[[1.0, 2.0]] * 10_001, steps=1).status_code == 413  # as predict

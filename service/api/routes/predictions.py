@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import OwnerDep, SessionDep
+from service.api.deps import OwnerDep, SessionDep, SettingsDep
 from service.api.json_body import request_body_doc, with_json_body
 from service.api.npy_body import is_npy, read_npy
 from service.api.npy_body import request_body_doc as with_npy_doc
@@ -84,8 +84,10 @@ def evaluate(model_id: str, body: EvaluateIn, session: SessionDep, owner: OwnerD
     return EvaluateOut(**evaluation.evaluate(session, owner, model_id, body))
 
 
-@router.post("/{model_id}/explain", response_model=ExplainOut, responses=problem_responses(401, 404, 409, 422))
-def explain(model_id: str, body: ExplainIn, session: SessionDep, owner: OwnerDep) -> ExplainOut:
+@router.post("/{model_id}/explain", response_model=ExplainOut,
+             responses=problem_responses(401, 404, 409, 413, 422))
+def explain(model_id: str, body: ExplainIn, session: SessionDep, owner: OwnerDep,
+            settings: SettingsDep) -> ExplainOut:
     """Each feature's integrated gradient for one output of each row: how much of the output's departure from
     its value at a baseline row (the training mean by default) the feature carries; they add up to it."""
-    return ExplainOut(**explanations.explain(session, owner, model_id, body))
+    return ExplainOut(**explanations.explain(session, settings, owner, model_id, body))
