@@ -14,6 +14,7 @@ Public API::
     Model.predict(X, batch_size=None), Model.evaluate(X, y), Model.summary(),
     Model.get_weights(), Model.set_weights(ws),
     Model.loss_and_gradients(X, y, loss, regularization, training, class_weight),
+    Model.attributions(X, target=None, baseline=None, steps=64)   # integrated gradients
     Model.to_bytes() / from_bytes(b)
     resume(checkpoint, X, y, *, callbacks=(), batch_callbacks=()) -> (Model, history)
     Diverged(epoch, batch)
