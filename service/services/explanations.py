@@ -43,32 +43,33 @@ def explain(session: Session, settings: Settings, owner_id: str, model_id: str, 
             why = exc.detail.removeprefix("row 1").lstrip(": ")      # the message names the one row it read
             raise Invalid(f"baseline: {why}", loc=["body", "baseline"]) from None
     net = engine_port.from_bytes(version.data)
-    units = int(net.output_units)
-    target, sign, labels = _target(version, units, body.target, net, X)
-    result = net.attributions(X.reshape((X.shape[0], *shape)), target=target, baseline=baseline, steps=body.steps)
+    binary = version.task == "classification" and int(net.output_units) == 1   # one sigmoid: P(classes[1])
+    target = _target(version, body.target)
+    # a binary model's one output is P(classes[1]): explain it, then turn it to the class asked (or predicted)
+    result = net.attributions(X.reshape((X.shape[0], *shape)), target=0 if binary else target,
+                              baseline=baseline, steps=body.steps)
     outputs, base_out, attributions = result["outputs"], result["baseline_outputs"], result["attributions"]
-    if sign is not None:        # one sigmoid output: rows explaining classes[0] explain 1 - p
+    if binary:
+        picked = np.full(X.shape[0], target) if target is not None else (outputs >= 0.5).astype(np.int64)
+        sign = np.where(picked == 1, 1.0, -1.0)     # P(classes[0]) = 1 - P(classes[1]): the signs turn
         outputs = np.where(sign < 0, 1.0 - outputs, outputs)
         base_out = np.where(sign < 0, 1.0 - base_out, base_out)
         attributions = attributions * sign[:, None]
-    chosen = result["target"] if labels is None else None
+    else:
+        picked = result["target"]
+    names_of = version.target_names if version.task == "regression" else version.classes
     return {
         "model_id": model.id, "version": version.version, "task": version.task, "feature_names": names,
         "baseline": [float(v) for v in result["baseline"]],
-        "targets": labels if labels is not None else [_output_name(version, int(k)) for k in chosen],
+        "targets": [names_of[int(k)] for k in picked],
         "outputs": [float(v) for v in outputs], "baseline_outputs": [float(v) for v in base_out],
         "attributions": attributions.tolist(), "steps": body.steps,
     }
 
 
-def _output_name(version: Any, k: int) -> Any:
-    if version.task == "regression":
-        return version.target_names[k]
-    return version.classes[k]
-
-
-def _target(version: Any, units: int, asked: Any, net: Any, X: np.ndarray):
-    """(output index or None for each row's largest, sign per row or None, labels per row or None)."""
+def _target(version: Any, asked: Any) -> int | None:
+    """The output index ``asked`` names (a target column by name, a class or label by value); None: each
+    row's largest output (regression: the only column)."""
     loc = ["body", "target"]
     if version.task == "regression":
         columns = list(version.target_names)
@@ -76,24 +77,16 @@ def _target(version: Any, units: int, asked: Any, net: Any, X: np.ndarray):
             if len(columns) > 1:
                 raise Invalid(f"target: the model predicts {len(columns)} columns; name one of "
                               f"{', '.join(map(repr, columns))}", loc=loc)
-            return 0, None, None
+            return 0
         if str(asked) not in columns:
             raise Invalid(f"target {asked!r} is not one of the model's target columns "
                           f"({', '.join(map(repr, columns))})", loc=loc)
-        return columns.index(str(asked)), None, None
+        return columns.index(str(asked))
+    if asked is None:
+        return None
     classes = list(version.classes or [])
-    index = None
-    if asked is not None:
-        index = matching.label_index(classes, str(asked))
-        if index is None:
-            raise Invalid(f"target {asked!r} is not one of the model's classes ({', '.join(map(repr, classes))})",
-                          loc=loc)
-    if version.task == "classification" and units == 1:     # binary: one sigmoid output, P(classes[1])
-        if index is None:
-            picked = (np.asarray(net.predict(X.reshape((X.shape[0], *net.input_shape)))).reshape(-1) >= 0.5)
-            index_per_row = picked.astype(np.int64)
-        else:
-            index_per_row = np.full(X.shape[0], index)
-        sign = np.where(index_per_row == 1, 1.0, -1.0)
-        return 0, sign, [classes[int(k)] for k in index_per_row]
-    return index, None, None
+    index = matching.label_index(classes, str(asked))
+    if index is None:
+        raise Invalid(f"target {asked!r} is not one of the model's classes ({', '.join(map(repr, classes))})",
+                      loc=loc)
+    return index
