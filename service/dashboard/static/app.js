@@ -345,6 +345,13 @@ function layerNames(history, field = "grad_norms") {
   return names;
 }
 
+// one line per layer of a {layer: value} field of the history rows (grad_norms, weight_changes)
+function layerSeries(rows, field) {
+  return layerNames(rows, field).map((name, i) => ({
+    label: name, color: color(i), get: (r) => (r[field] ? r[field][name] : null),
+  }));
+}
+
 function drawCharts(job) {
   const c = charts();
   const rows = job.history;
@@ -363,21 +370,14 @@ function drawCharts(job) {
   });
   c.metrics.update(rows, metrics, epochs, rows.length ? "No metrics requested for this job." : "No epochs yet.");
 
-  const grads = layerNames(rows).map((name, i) => ({
-    label: name, color: color(i), get: (r) => (r.grad_norms ? r.grad_norms[name] : null),
-  }));
-  c.grads.update(rows, grads, epochs);
+  c.grads.update(rows, layerSeries(rows, "grad_norms"), epochs);
   c.lr.update(rows, [{ label: "learning_rate", color: color(3), get: (r) => r.learning_rate }], epochs);
 
   // a job with diagnostics: each layer's relative weight change, each hidden layer's inactive share (solid) and
   // dead units (dashed)
-  const changed = layerNames(rows, "weight_changes");
-  $("chart-changes-box").hidden = changed.length === 0;
-  if (changed.length) {
-    c.changes.update(rows, changed.map((name, i) => ({
-      label: name, color: color(i), get: (r) => (r.weight_changes ? r.weight_changes[name] : null),
-    })), epochs);
-  }
+  const changes = layerSeries(rows, "weight_changes");
+  $("chart-changes-box").hidden = changes.length === 0;
+  if (changes.length) c.changes.update(rows, changes, epochs);
   const watched = layerNames(rows, "activations");
   $("chart-acts-box").hidden = watched.length === 0;
   const acts = [];
