@@ -5,7 +5,8 @@
 Measures, in one run:
 1. single-row predict p50/p99 and requests/s (one keep-alive connection, sequential) beside a bare
    FastAPI endpoint served the same way (uvicorn, one process), as ratios;
-2. a 1,000-row predict, and single-row predict while another client uploads large JSON datasets;
+2. a 1,000-row predict, single-row explain beside the engine's own attributions and the time to load the
+   version, and single-row predict while another client uploads large JSON datasets;
 3. job dispatch, POST /v1/jobs -> the job's ``started_at`` (the worker's claim), embedded (SQLite +
    SQLAlchemy transport) and production (PostgreSQL + Redis);
 4. checkpoint write time (engine checkpoint + the worker's database transaction) as a share of the
@@ -191,12 +192,41 @@ def bench_predict(url: str, key: str, tmp: Path, n: int, results: dict) -> None:
         path = f"/v1/models/{model}/predict"
         svc_res = timed_requests(c, "POST", path, one, n, warmup=200)
         big = timed_requests(c, "POST", path, thousand, max(n // 50, 20), warmup=5)
+        results["explain_1_row"] = bench_explain(c, model, X[:1], max(n // 10, 50))
         results["predict_during_uploads"] = predict_during_json_uploads(c, url, key, path, one, n)
     results["predict_1_row"] = svc_res
     results["bare_fastapi"] = bare_res
     results["predict_ratio_p50"] = svc_res["p50_ms"] / bare_res["p50_ms"]
     results["predict_ratio_rps"] = svc_res["rps"] / bare_res["rps"]
     results["predict_1000_rows"] = big
+
+
+def bench_explain(c: httpx.Client, model: str, row: np.ndarray, n: int, steps: int = 64) -> dict[str, Any]:
+    """Single-row explain through the service beside the engine's own attributions on the same version (its
+    npz export, in this process) and the time to load that version from its bytes, which is what every
+    explain paid before it ran on the cached copy predict serves."""
+    import engine
+
+    res = timed_requests(c, "POST", f"/v1/models/{model}/explain", {"inputs": row.tolist(), "steps": steps},
+                         n, warmup=20)
+    r = c.get(f"/v1/models/{model}/export", params={"format": "npz"})
+    r.raise_for_status()
+    data = r.content
+
+    def median_ms(fn, count: int) -> float:
+        times = []
+        for _ in range(count):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return percentile(times, 50) * 1e3
+
+    net = engine.from_bytes(data)
+    net.attributions(row, steps=steps)
+    res["engine_ms"] = median_ms(lambda: net.attributions(row, steps=steps), n)
+    res["load_ms"] = median_ms(lambda: engine.from_bytes(data), max(n // 5, 10))
+    res["steps"] = steps
+    return res
 
 
 def predict_during_json_uploads(c: httpx.Client, url: str, key: str, path: str, one: dict, n: int) -> dict:
@@ -475,6 +505,9 @@ def report(r: dict[str, Any]) -> None:
     print(f"ratio (service/bare): p50 {r['predict_ratio_p50']:.2f}x   req/s {r['predict_ratio_rps']:.2f}x")
     k = r["predict_1000_rows"]
     print(f"1,000-row predict  : p50 {k['p50_ms']:.1f} ms  p99 {k['p99_ms']:.1f} ms  (n={k['n']})")
+    e = r["explain_1_row"]
+    print(f"single-row explain : p50 {e['p50_ms']:.2f} ms  p99 {e['p99_ms']:.2f} ms  ({e['steps']} steps, n={e['n']}); "
+          f"the engine alone p50 {e['engine_ms']:.2f} ms; loading the version from its bytes {e['load_ms']:.2f} ms")
     u = r["predict_during_uploads"]
     q, b = u["quiet"], u["busy"]
     print(f"single-row predict while another client uploads {u['upload_mib']:.0f} MiB JSON datasets "

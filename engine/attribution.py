@@ -36,7 +36,8 @@ def integrated_gradients(model, X, target=None, baseline=None, steps: int = 64) 
     Returns {"attributions": (n, features) float64 in ``X``'s flat feature order, "outputs": F(x) (n,),
     "baseline_outputs": F(x') (n,), "target": (n,) int, "baseline": x' (raw, flat)}. Serialized per model: the
     layers' work arrays are shared (batch normalization's parameter gradients are overwritten; dense layers'
-    are left alone)."""
+    are left alone), and released at the end. The inference plan that ``predict`` runs is not touched, so
+    predictions on the same model run beside it."""
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     Xs = model._standardize(X).reshape(-1, model.input_size)
@@ -67,6 +68,9 @@ def integrated_gradients(model, X, target=None, baseline=None, steps: int = 64) 
             for layer, f in zip(model.layers, fused):
                 layer.fused = f
                 layer.param_grads = True
+            # a served model explains on the copy that answers predict: leave it no pass's arrays
+            # (a 4,096-point pass through 1,024-unit layers holds tens of MiB)
+            model.release_work_arrays()
     rows = np.arange(n)
     return {"attributions": (Xs.astype(np.float64) - base_s.astype(np.float64)) * mean_grad,
             "outputs": out_x[rows, tgt], "baseline_outputs": out_b[0, tgt], "target": tgt, "baseline": base}

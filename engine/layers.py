@@ -13,6 +13,8 @@ from . import activations
 
 class Layer:
     type = ""
+    #: attributes that forward sets to batch-sized arrays (what backward reads); release_work drops them
+    BATCH_STATE: tuple[str, ...] = ()
 
     def __init__(self, config: dict, dtype):
         self.config = config
@@ -57,6 +59,13 @@ class Layer:
             arr = self._work[k] = np.empty(shape, dtype=self.dtype if dtype is None else dtype)
         return arr
 
+    def release_work(self) -> None:
+        """Drop every batch-sized array (work arrays and what forward kept for backward); the next pass
+        allocates afresh. A model that only serves then holds no memory for past passes."""
+        self._work.clear()
+        for name in self.BATCH_STATE:
+            setattr(self, name, None)
+
     def _ones(self, n: int) -> np.ndarray:
         """A vector of n ones: Σ over the batch is a matmul with it."""
         k = ("ones", n)
@@ -75,6 +84,7 @@ class Layer:
 class Dense(Layer):
     """z = x·W + b, a = f(z). W has shape (in, units) as in Keras."""
     type = "dense"
+    BATCH_STATE = ("x", "z", "a", "mask")
 
     def build(self, input_shape):
         super().build(input_shape)
@@ -137,6 +147,7 @@ class BatchNormalization(Layer):
     statistics in inference, y = γ(x - μ)/√(σ² + ε) + β (the seed's (x - μ)/(σ + ε) is not what Keras
     and PyTorch compute)."""
     type = "batch_normalization"
+    BATCH_STATE = ("inv", "xhat")
 
     def build(self, input_shape):
         super().build(input_shape)
@@ -213,6 +224,7 @@ class Dropout(Layer):
     round(rate·65536), i.e. with probability rate to within 2^-17.
     """
     type = "dropout"
+    BATCH_STATE = ("mask",)
 
     def build(self, input_shape):
         super().build(input_shape)
@@ -278,6 +290,7 @@ class Flatten(Layer):
 
 class ActivationLayer(Layer):
     type = "activation"
+    BATCH_STATE = ("x", "a", "mask")
 
     def build(self, input_shape):
         super().build(input_shape)

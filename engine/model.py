@@ -530,9 +530,20 @@ class Model:
         return plan.batch(h)
 
     def attributions(self, X, target=None, baseline=None, steps: int = 64) -> dict:
-        """Integrated gradients of output ``target`` for raw rows ``X`` from ``baseline`` (engine/attribution.py)."""
+        """Integrated gradients of output ``target`` for raw rows ``X`` from ``baseline`` (engine/attribution.py).
+        Calls on one model run one at a time (see ``explaining``); predict runs beside them."""
         from .attribution import integrated_gradients
         return integrated_gradients(self, X, target, baseline, steps)
+
+    @property
+    def explaining(self) -> bool:
+        """Whether an ``attributions`` call is running on this model now (a new one would wait for it)."""
+        return self._explain_lock.locked()
+
+    def release_work_arrays(self) -> None:
+        """Free every layer's batch-sized arrays; the next pass allocates what it needs."""
+        for layer in self.layers:
+            layer.release_work()
 
     def _infer(self, X: np.ndarray) -> np.ndarray:
         """Exact layer-by-layer inference on already standardized input, chunked."""

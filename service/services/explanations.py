@@ -3,8 +3,9 @@
 The rows and the baseline are read as predict reads rows. The output is named in the version's terms: a class or
 label by value (as class weights match labels), a target column by name. A binary classifier with one sigmoid
 output explains P(class) for the class asked: the attributions of P(classes[0]) = 1 - P(classes[1]) are those of
-P(classes[1]) with the sign turned. The work runs on a fresh copy of the version (the cached copy serves
-concurrent predictions), bounded by MAX_POINTS path points per request.
+P(classes[1]) with the sign turned. The work runs on the version's cached copy, the one predict serves
+(attributions leave its inference plan alone and free their work arrays afterwards), or on a fresh copy
+while another explanation runs on the cached one; at most MAX_POINTS path points per request.
 """
 from __future__ import annotations
 
@@ -16,17 +17,18 @@ from sqlalchemy.orm import Session
 
 from service.config import Settings
 from service.errors import Invalid
+from service.serving import ModelCache
 from service.services import dataset_matching as matching
-from service.services import engine_port
 from service.services import models as models_service
-from service.services.predictions import check_rows, to_matrix
+from service.services.predictions import check_rows, load_version, served_version, to_matrix
 
 #: rows x steps per request: each point is one row through the network forward and backward.
 MAX_POINTS = 262_144
 
 
-def explain(session: Session, settings: Settings, owner_id: str, model_id: str, body: Any) -> dict[str, Any]:
-    model, version = models_service.get_version(session, owner_id, model_id, body.version, with_data=True)
+def explain(session: Session, settings: Settings, cache: ModelCache, owner_id: str, model_id: str,
+            body: Any) -> dict[str, Any]:
+    model, version = models_service.get_version(session, owner_id, model_id, body.version)
     check_rows(settings, body.inputs)          # 413 past max_predict_rows, as predict
     shape = tuple(int(d) for d in model.input_shape)
     width = math.prod(shape)
@@ -42,7 +44,9 @@ def explain(session: Session, settings: Settings, owner_id: str, model_id: str, 
         except Invalid as exc:
             why = exc.detail.removeprefix("row 1").lstrip(": ")      # the message names the one row it read
             raise Invalid(f"baseline: {why}", loc=["body", "baseline"]) from None
-    net = engine_port.from_bytes(version.data)
+    net = served_version(session, cache, model, version).net
+    if net.explaining:     # rather than wait for another request's explanation: a copy of this request's own
+        net, _ = load_version(session, model, version)
     binary = version.task == "classification" and int(net.output_units) == 1   # one sigmoid: P(classes[1])
     target = _target(version, body.target)
     # a binary model's one output is P(classes[1]): explain it, then turn it to the class asked (or predicted)

@@ -152,25 +152,34 @@ def predict(
     model, row = models_service.get_version(session, owner_id, model_id, version)
     check_rows(settings, inputs)
     shape = tuple(int(d) for d in model.input_shape)
-    width = math.prod(shape)
-    to_matrix(inputs, list(row.feature_names), width, shape)  # 422 before loading anything
+    to_matrix(inputs, list(row.feature_names), math.prod(shape), shape)  # 422 before loading anything
+    return _run(served_version(session, cache, model, row), model.id, row.version, inputs)
 
+
+def load_version(session: Session, model: Any, row: Any) -> tuple[Any, int]:
+    """(a new engine model from the stored archive of version ``row`` of ``model``, the archive's size);
+    a 500 naming the version if it cannot load."""
+    data = session.scalar(select(ModelVersion.data).where(ModelVersion.id == row.id))
+    try:
+        # allow_pickle=False inside: an archive with object arrays is refused, never unpickled
+        return engine_port.from_bytes(data), len(data)
+    except ValueError as exc:
+        log.error("model %s version %s: the stored archive cannot be loaded: %s", model.id, row.version, exc)
+        raise StoredDataError(
+            f"model {model.id} version {row.version} cannot be loaded: its stored archive is invalid"
+        ) from None
+
+
+def served_version(session: Session, cache: ModelCache, model: Any, row: Any) -> Served:
+    """The cached copy of version ``row`` of ``model``, loaded from the database on a miss."""
     def load() -> tuple[Any, int]:
-        data = session.scalar(select(ModelVersion.data).where(ModelVersion.id == row.id))
-        try:
-            # allow_pickle=False inside: an archive with object arrays is refused, never unpickled
-            net = engine_port.from_bytes(data)
-        except ValueError as exc:
-            log.error("model %s version %s: the stored archive cannot be loaded: %s", model.id, row.version, exc)
-            raise StoredDataError(
-                f"model {model.id} version {row.version} cannot be loaded: its stored archive is invalid"
-            ) from None
+        net, size = load_version(session, model, row)
+        shape = tuple(int(d) for d in model.input_shape)
         n_params = int(net.count_params()) if hasattr(net, "count_params") else 0
-        served = Served(net, row.task, row.classes, list(row.feature_names), shape, width, n_params)
-        return served, len(data)
+        served = Served(net, row.task, row.classes, list(row.feature_names), shape, math.prod(shape), n_params)
+        return served, size
 
-    served = cache.get((model.id, row.version), load)
-    return _run(served, model.id, row.version, inputs)
+    return cache.get((model.id, row.version), load)
 
 
 #: (owner, the version a request naming none gets: the pinned serving version, else the latest)

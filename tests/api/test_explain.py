@@ -109,3 +109,25 @@ def test_refusals_name_the_field(client, auth, session_factory):
         "baseline: missing feature(s) 'noise'"
     assert explain(client, auth, "no-such-model", inputs=[[1.0, 2.0]]).status_code == 404
     assert explain(client, auth, m["id"], inputs=[[1.0, 2.0]] * 10_001, steps=1).status_code == 413  # as predict
+
+
+def test_explain_runs_on_the_cached_copy_or_on_its_own_while_that_one_is_busy(client, auth, session_factory):
+    """Explain loads nothing for a version predict already serves (one cache miss in all), frees what it
+    computed with, and answers the same, from a copy of its own, while another explanation holds the cached
+    copy."""
+    ds, m = trained(client, auth, session_factory)
+    cache = client.app.state.model_cache
+    rows = {"inputs": [[2.1, 0.3], [-0.2, -1.0]], "steps": 32}
+    assert client.post(f"/v1/models/{m['id']}/predict", headers=auth, json={"inputs": rows["inputs"]}).status_code == 200
+    misses, hits = cache.misses, cache.hits
+    first = explain(client, auth, m["id"], **rows)
+    assert first.status_code == 200, first.text
+    assert (cache.misses, cache.hits) == (misses, hits + 1)     # the copy predict serves
+    served = cache.peek((m["id"], 1)).net
+    assert all(not layer._work for layer in served.layers)
+    with served._explain_lock:             # another request's explanation is running on the cached copy
+        assert served.explaining
+        busy = explain(client, auth, m["id"], **rows)
+    assert busy.status_code == 200, busy.text
+    assert busy.json()["attributions"] == first.json()["attributions"]
+    assert cache.misses == misses

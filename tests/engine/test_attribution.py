@@ -114,3 +114,40 @@ def test_points_per_pass_bound_the_work_arrays(monkeypatch):
     monkeypatch.setattr(attribution, "POINTS_PER_PASS", 25)       # two rows a pass
     np.testing.assert_allclose(model.attributions(X[:6], steps=10)["attributions"], whole["attributions"],
                                rtol=1e-12)
+
+
+def _held_arrays(model) -> list[str]:
+    """Each batch-sized array a layer still holds: its work arrays and what forward kept for backward."""
+    held = [f"{layer.name}._work[{key}]" for layer in model.layers for key in layer._work]
+    held += [f"{layer.name}.{name}" for layer in model.layers for name in layer.BATCH_STATE
+             if isinstance(getattr(layer, name, None), np.ndarray)]
+    return held
+
+
+def test_a_served_model_keeps_no_arrays_after_explaining(monkeypatch):
+    """Attributions run on the copy that serves predict: afterwards no layer holds a pass's arrays (a 4,096-point
+    pass through wide layers would otherwise stay in memory), while they run ``explaining`` says so, and the
+    next call, predict and a fit all work as before."""
+    wide = {"input_shape": [5], "layers": [{"type": "dense", "units": 256, "activation": "relu"},
+                                           {"type": "batch_normalization"}, {"type": "dropout", "rate": 0.2},
+                                           {"type": "activation", "activation": "tanh"},
+                                           {"type": "dense", "units": 3, "activation": "softmax"}]}
+    model = engine.from_bytes(trained(wide, dtype="float32").to_bytes())
+    before = model.predict(X[:8])
+    seen = []
+    real = attribution._path_gradients
+
+    def watching(m, *args):
+        seen.append(m.explaining)
+        out = real(m, *args)
+        seen.append(bool(_held_arrays(m)))       # the pass's arrays exist until the call ends
+        return out
+
+    monkeypatch.setattr(attribution, "_path_gradients", watching)
+    first = model.attributions(X[:64], steps=64)
+    assert seen == [True, True] and not model.explaining
+    assert _held_arrays(model) == []
+    np.testing.assert_array_equal(model.attributions(X[:64], steps=64)["attributions"], first["attributions"])
+    np.testing.assert_array_equal(model.predict(X[:8]), before)
+    model.fit(X, Y, loss="sparse_categorical_crossentropy", epochs=1, seed=2)
+    assert _held_arrays(model)          # training allocates its arrays again

@@ -86,8 +86,9 @@ def evaluate(model_id: str, body: EvaluateIn, session: SessionDep, owner: OwnerD
 
 @router.post("/{model_id}/explain", response_model=ExplainOut,
              responses=problem_responses(401, 404, 409, 413, 422))
-def explain(model_id: str, body: ExplainIn, session: SessionDep, owner: OwnerDep,
+def explain(model_id: str, body: ExplainIn, request: Request, session: SessionDep, owner: OwnerDep,
             settings: SettingsDep) -> ExplainOut:
     """Each feature's integrated gradient for one output of each row: how much of the output's departure from
     its value at a baseline row (the training mean by default) the feature carries; they add up to it."""
-    return ExplainOut(**explanations.explain(session, settings, owner, model_id, body))
+    cache = request.app.state.model_cache
+    return ExplainOut(**explanations.explain(session, settings, cache, owner, model_id, body))
