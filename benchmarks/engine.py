@@ -281,15 +281,16 @@ def peak_rss(rows: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def optimizer_steps(net: str = "a", reps: int = 300) -> dict[str, float]:
+def optimizer_steps(net: str = "a", reps: int = 300, names=None) -> dict[str, float]:
     """Seconds per optimizer step on the parameters of ``net`` (default Keras settings; the gradient copy that
-    each step needs, since a step overwrites its gradients, is timed apart and subtracted)."""
+    each step needs, since a step overwrites its gradients, is timed apart and subtracted); ``names``: only
+    these optimizers."""
     model = engine.build(engine_spec(net), seed=1)
     grads = np.random.default_rng(2).standard_normal(model.params.size, dtype=np.float32) * np.float32(0.01)
     g = np.empty_like(grads)
     copy = min(_timed(lambda: [np.copyto(g, grads) for _ in range(reps)]) for _ in range(3)) / reps
     out = {}
-    for name in optimizers.OPTIMIZERS:
+    for name in names or optimizers.OPTIMIZERS:
         opt = optimizers.get(name)
         params = model.params.copy()
         opt.build(params, model.segments)
@@ -408,14 +409,19 @@ def main(argv=None) -> None:
 
     print()
     engine_cols = "".join(f" {f'engine {k}T':>10s}" for k in settings)
-    print(f"{'samples/s':36s}{engine_cols} {f'torch {THREADS}T':>10s} {'ratio':>7s} {'bound':>7s} "
+    print(f"{'samples/s':36s}{engine_cols} {f'torch {THREADS}T':>10s} {'ratio':>7s} {'bound':>7s} {'+adam':>7s} "
           f"{f'sklearn {THREADS}T':>10s} {'ratio':>7s}")
     top = max(peak.values())
     for net, best in results.items():
         e = max(best[k] for k in settings)
         t, s = best["torch"], best["sklearn"]
-        bound = top / matmul_flops_per_sample(net)      # samples/s if matmuls ran at peak and nothing else cost
-        t_cols = f"{t:10,.0f} {e / t:6.2f}x {bound / t:6.2f}x" if t else f"{'-':>10s} {'-':>7s} {'-':>7s}"
+        batch = NETS[net][4]
+        matmul_s = batch * matmul_flops_per_sample(net) / top     # one step's matmuls at the peak
+        bound = batch / matmul_s                        # samples/s if matmuls ran at peak and nothing else cost
+        adam_s = optimizer_steps(net, reps=50 if net == "b" else 300, names=("adam",))["adam"]
+        bound_adam = batch / (matmul_s + adam_s)        # ... and Adam took its own time, alone, as measured here
+        t_cols = (f"{t:10,.0f} {e / t:6.2f}x {bound / t:6.2f}x {bound_adam / t:6.2f}x" if t
+                  else f"{'-':>10s} {'-':>7s} {'-':>7s} {'-':>7s}")
         s_cols = f"{s:10,.0f} {e / s:6.2f}x" if s else f"{'n/a' if s is None else '-':>10s} {'-':>7s}"
         engines = "".join(f" {best[k]:10,.0f}" for k in settings)
         print(f"({net}) {DESCRIPTIONS[net]:32s}{engines} {t_cols} {s_cols}")
@@ -425,7 +431,9 @@ def main(argv=None) -> None:
             off, on = max(best[k] for k in settings), max(best[f"{k}d"] for k in settings)
             print(f"({net}) with diagnostics: {on:10,.0f} samples/s = {on / off:.3f}x of the same engine without")
     print("bound: the ratio to torch of any NumPy engine whose matmuls ran at this run's measured matmul peak and "
-          "whose every other\n       operation (activations, loss, optimizer, batch gather) took no time at all")
+          "whose every other\n       operation (activations, loss, optimizer, batch gather) took no time at all; "
+          "+adam: the same with the engine's Adam\n       step (ten passes, Keras's rule) taking the time it takes "
+          "alone on that net's parameters")
     if torch is not None:
         print(f"torch: {torch_label}, torch.set_num_threads({THREADS}); load average {os.getloadavg()[0]:.2f} at the "
               f"end (other processes on the machine distort multi-threaded BLAS most)")
