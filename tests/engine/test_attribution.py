@@ -151,3 +151,36 @@ def test_a_served_model_keeps_no_arrays_after_explaining(monkeypatch):
     np.testing.assert_array_equal(model.predict(X[:8]), before)
     model.fit(X, Y, loss="sparse_categorical_crossentropy", epochs=1, seed=2)
     assert _held_arrays(model)          # training allocates its arrays again
+
+
+def test_predictions_run_beside_an_explanation_on_the_same_model():
+    """The served copy answers predict while attributions run on it: both give what they give alone."""
+    import threading
+
+    model = engine.from_bytes(trained(SMOOTH, dtype="float32").to_bytes())
+    rows = X[:40]
+    alone_rows = [model.predict(rows[i:i + 1]) for i in range(8)]
+    alone_batch = model.predict(rows)
+    alone_ig = model.attributions(rows, steps=128)["attributions"]
+    errors, done = [], threading.Event()
+
+    def predicting():
+        try:
+            while not done.is_set():
+                for i in range(8):
+                    np.testing.assert_array_equal(model.predict(rows[i:i + 1]), alone_rows[i])
+                np.testing.assert_array_equal(model.predict(rows), alone_batch)
+        except AssertionError as exc:        # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=predicting) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(10):
+            np.testing.assert_array_equal(model.attributions(rows, steps=128)["attributions"], alone_ig)
+    finally:
+        done.set()
+        for t in threads:
+            t.join()
+    assert errors == []
