@@ -14,6 +14,8 @@ import math
 
 import numpy as np
 
+from .vectors import ones
+
 SELU_ALPHA = 1.6732632423543772
 SELU_SCALE = 1.0507009873554805
 NAMES = ("linear", "relu", "leaky_relu", "sigmoid", "tanh", "softmax", "elu", "selu", "gelu", "silu",
@@ -169,24 +171,12 @@ class Softmax(Activation):
     """Softmax over the last axis, from z - max z."""
     name = "softmax"
 
-    def __init__(self, alpha: float | None = None):
-        super().__init__(alpha)
-        self._ones: dict = {}      # (classes, dtype) -> a read-only vector of ones
-
     def forward(self, z, out):
         m = _row_max(z)
         np.subtract(z, m, out=out)
         np.exp(out, out=out)
-        # the row sums as a matrix-vector product with ones: 1.2 against 3.5 us for sum(axis=-1) at
-        # 128 x 10 (NumPy's reduction along a short last axis pays a setup per row); float rounding apart,
-        # the same sums
-        k = out.shape[-1]
-        ones = self._ones.get((k, out.dtype))
-        if ones is None:
-            ones = np.ones(k, dtype=out.dtype)
-            ones.flags.writeable = False
-            self._ones[(k, out.dtype)] = ones
-        out /= np.matmul(out, ones)[..., None]
+        # the row sums as a product with ones (engine/vectors.py); float rounding apart, sum(axis=-1)
+        out /= np.matmul(out, ones(out.shape[-1], out.dtype))[..., None]
         return out
 
     def backward(self, z, a, g):

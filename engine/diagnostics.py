@@ -64,34 +64,25 @@ class _LayerCounts:
         self.rows_live = np.zeros(self.units, np.bool_)  # active on some row of the batch
         self.inactive = 0
         self.total = 0
-        self._scratch: dict = {}
 
     def reset(self) -> None:
         self.live.fill(False)
         self.inactive = 0
         self.total = 0
 
-    def _work(self, shape, dtype):
-        key = (shape, np.dtype(dtype).str)
-        arr = self._scratch.get(key)
-        if arr is None:
-            if len(self._scratch) > 8:
-                self._scratch.clear()
-            arr = self._scratch[key] = np.empty(shape, dtype)
-        return arr
-
     def update(self) -> None:
         """Count the batch the layer has just seen (its forward pass's output, kept for backward)."""
         layer = self.layer
         a = layer.a.reshape(layer.a.shape[0], -1)
         n = a.shape[0]
+        # scratch from the layer's own work arrays (the keys are this module's)
         if self.kind == "relu":
             active = layer.mask.reshape(n, -1) if layer.mask is not None else np.greater(
-                a, 0, out=self._work(a.shape, np.bool_))
+                a, 0, out=layer._buf("diagnostics_active", a.shape, np.bool_))
         else:
-            dist = np.subtract(a, self.centre, out=self._work(a.shape, a.dtype))
+            dist = np.subtract(a, self.centre, out=layer._buf("diagnostics_distance", a.shape, a.dtype))
             np.abs(dist, out=dist)
-            active = np.less(dist, self.edge, out=self._work(a.shape, np.bool_))
+            active = np.less(dist, self.edge, out=layer._buf("diagnostics_active", a.shape, np.bool_))
         n_active = int(np.count_nonzero(active))
         self.inactive += active.size - n_active
         self.total += active.size

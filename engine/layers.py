@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import activations
+from .vectors import ones
 
 
 class Layer:
@@ -65,14 +66,6 @@ class Layer:
         self._work.clear()
         for name in self.BATCH_STATE:
             setattr(self, name, None)
-
-    def _ones(self, n: int) -> np.ndarray:
-        """A vector of n ones: Σ over the batch is a matmul with it."""
-        k = ("ones", n)
-        arr = self._work.get(k)
-        if arr is None:
-            arr = self._work[k] = np.ones(n, dtype=self.dtype)
-        return arr
 
     def forward(self, x, training: bool, rng: np.random.Generator | None):
         raise NotImplementedError
@@ -133,8 +126,7 @@ class Dense(Layer):
         if self.param_grads:
             np.matmul(x.T, g, out=self.grads["kernel"])
             if self.use_bias:
-                ones = self._ones(n)
-                np.matmul(ones, g, out=self.grads["bias"])    # Σ over the batch as a matmul
+                np.matmul(ones(n, self.dtype), g, out=self.grads["bias"])    # Σ over the batch as a matmul
         if not need_dx:
             return None
         dx = self._buf("dx", x.shape)
@@ -170,11 +162,11 @@ class BatchNormalization(Layer):
         out = self._buf("out", (n, f))
         xhat = self._buf("xhat", (n, f))
         if training:
-            ones = self._ones(n)
-            mean = np.matmul(ones, x) * (1.0 / n)
+            column = ones(n, self.dtype)
+            mean = np.matmul(column, x) * (1.0 / n)
             np.subtract(x, mean, out=xhat)
             np.multiply(xhat, xhat, out=out)
-            var = np.matmul(ones, out) * (1.0 / n)          # biased batch variance
+            var = np.matmul(column, out) * (1.0 / n)          # biased batch variance
             inv = 1.0 / np.sqrt(var + self.epsilon)
             xhat *= inv
             mm, mv = self.buffers["moving_mean"], self.buffers["moving_variance"]
@@ -194,12 +186,12 @@ class BatchNormalization(Layer):
     def backward(self, g, need_dx):
         n, f = g.shape
         xhat = self.xhat
-        ones = self._ones(n)
+        column = ones(n, self.dtype)
         dgamma, dbeta = self.grads["gamma"], self.grads["beta"]
-        np.matmul(ones, g, out=dbeta)
+        np.matmul(column, g, out=dbeta)
         tmp = self._buf("tmp", (n, f))
         np.multiply(g, xhat, out=tmp)
-        np.matmul(ones, tmp, out=dgamma)
+        np.matmul(column, tmp, out=dgamma)
         if not need_dx:
             return None
         scale = self.params["gamma"] * self.inv

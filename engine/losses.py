@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .vectors import ones
+
 EPSILON = 1e-7     # keras.backend.epsilon()
 NAMES = ("categorical_crossentropy", "sparse_categorical_crossentropy", "binary_crossentropy",
          "mean_squared_error", "mean_absolute_error", "mean_squared_logarithmic_error", "huber")
@@ -101,7 +103,6 @@ class SparseCategoricalCrossentropy(Loss):
     def __init__(self, **params):
         super().__init__(**params)
         self._row_starts: dict[tuple[int, int], np.ndarray] = {}   # (n, k) -> flat index of each row's start
-        self._ones_of: dict[tuple, np.ndarray] = {}
 
     def prepare_targets(self, y, dtype):
         y = np.asarray(y)
@@ -113,12 +114,6 @@ class SparseCategoricalCrossentropy(Loss):
         q = p[np.arange(len(p)), y] / p.sum(axis=-1)
         return -np.log(np.clip(q, EPSILON, 1.0 - EPSILON))
 
-    def _ones(self, k, dtype) -> np.ndarray:
-        ones = self._ones_of.get((k, dtype))
-        if ones is None:
-            ones = self._ones_of[(k, dtype)] = np.ones(k, dtype=dtype)
-        return ones
-
     def value_and_grad(self, p, y, grad, fused, sample_weight=None):
         n, k = p.shape
         starts = self._row_starts.get((n, k))
@@ -127,7 +122,7 @@ class SparseCategoricalCrossentropy(Loss):
                 self._row_starts.clear()
             starts = self._row_starts[(n, k)] = np.arange(0, n * k, k)
         at = starts + y           # flat index of each row's true class (labels were checked by check_compatible)
-        s = np.matmul(p, self._ones(k, p.dtype))     # Σp per row; a gemv is 2.6x faster than sum(axis=-1) here
+        s = np.matmul(p, ones(k, p.dtype))     # Σp per row; a gemv is 2.6x faster than sum(axis=-1) here
         q = p.reshape(-1).take(at)
         q /= s
         live = q > EPSILON                              # where the clip is not active

@@ -20,6 +20,7 @@ from .errors import SpecError
 from .initializers import initialize
 from .layers import CLASSES
 from .spec import normalize_spec
+from .vectors import ones
 
 EVAL_CHUNK = 4096
 
@@ -81,11 +82,11 @@ def _run_row(ops: tuple, x: np.ndarray) -> np.ndarray:
             # (0.5 of a softmax's 2.8 us on a 10-way output); the sum is a dot product with ones, which
             # costs half of a reduction's call (0.46 against 0.80 us on a 10-way output, Zen 4) and
             # differs from it by float rounding
-            top, total, ones = scratch
+            top, total, unit = scratch
             top[()] = max(out.tolist())
             _subtract(out, top, out)
             _exp(out, out)
-            _dot(out, ones, total)
+            _dot(out, unit, total)
             _divide(out, total, out)
         elif code == _OTHER:
             act.forward(out, out)
@@ -150,7 +151,7 @@ class _Plan:
             if code == _RELU:
                 scratch = np.zeros(width, self.dtype)
             elif code == _SOFTMAX:
-                scratch = (np.zeros((), self.dtype), np.zeros((), self.dtype), np.ones(width, self.dtype))
+                scratch = (np.zeros((), self.dtype), np.zeros((), self.dtype), ones(width, self.dtype))
             else:
                 scratch = None
             if i == last:

@@ -22,15 +22,16 @@ from service.services import dataset_matching as matching
 from service.services import datasets as datasets_service
 from service.services import engine_port
 from service.services import models as models_service
+from service.services.predictions import load_version
 from service.training_data import TargetMismatch, loss_name, n_outputs_of, targets_for_loss, unpack_arrays
 
 
 def evaluate(session: Session, owner_id: str, model_id: str, body: Any) -> dict[str, Any]:
-    model, version = models_service.get_version(session, owner_id, model_id, body.version, with_data=True)
+    model, version = models_service.get_version(session, owner_id, model_id, body.version)
     rows = body.rows or "all"
     dataset_id, split_by = _rows_to_score(session, owner_id, version, rows, body.dataset_id)
     dataset = datasets_service.get(session, owner_id, dataset_id)
-    net = engine_port.from_bytes(version.data)
+    net, _ = load_version(session, model, version)
     trained_with = net.fit_config or {}
     asked = {"loss": body.loss if body.loss is not None else trained_with.get("loss"),
              "metrics": body.metrics if body.metrics is not None else trained_with.get("metrics", [])}
