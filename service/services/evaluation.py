@@ -3,8 +3,8 @@ the rows its own job validated (or trained) on, split exactly as that job's fit 
 
 The dataset is read in the version's terms (service.services.dataset_matching: labels by value, same-named
 columns in the version's order). The loss and metrics default to those of the job that trained the version.
-The forward pass runs on a fresh copy of the version (the cached copy's work buffers serve concurrent
-predictions), in inference mode, in chunks.
+The forward pass runs on a fresh copy of the version (the layers' work arrays of the cached copy may be
+running an explanation), in inference mode, in chunks.
 """
 from __future__ import annotations
 
